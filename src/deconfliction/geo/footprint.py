@@ -27,9 +27,11 @@ from deconfliction.geo.sphere import (
     to_unit,
 )
 
-MAX_EDGE_M: Final = 20_000.0
-"""Longer polygon edges are split along the geodesic; a 20 km piece stays within 3 cm of the
-great circle the exact tests use (measured: deviation ~ 6.5e-11 * length**2 metres)."""
+MAX_EDGE_M: Final = 5_000.0
+"""Longer polygon edges are split along the geodesic; a 5 km piece stays within 1.7 mm of the
+great circle the exact tests use (measured: deviation ~ 6.6e-11 * length**2 metres). That keeps the
+model's error well below the 1 cm overlap tolerance; 20 km pieces (2.6 cm) did not, and made a
+circle tangent to a long edge, or two polygons sharing part of one, count as overlapping."""
 
 MAX_CAP_DEG: Final = 40.0
 """Every footprint must fit in a spherical cap of this angular radius (about 4,400 km): enough
@@ -37,6 +39,9 @@ for a continent, and small enough that any two candidates project together into 
 plane less than 80 degrees from its centre."""
 
 MIN_RADIUS_M: Final = 1.0
+MIN_THICKNESS_M: Final = 0.01
+"""A polygon whose convex hull is thinner than this (mean thickness, 2 * area / perimeter) encloses
+no area that could ever overlap anything: its vertices are collinear, up to the model's error."""
 BOX_MARGIN_DEG: Final = 1e-5
 """Outward margin of index boxes (about a metre), on top of the float32 rounding of the index."""
 
@@ -48,9 +53,7 @@ def _check_latlon(lat: FloatArray, lon: FloatArray) -> None:
     if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(lon))):
         raise GeometryError("invalid_coordinates", "Coordinates must be finite numbers.")
     if np.any(np.abs(lat) > 90.0):
-        raise GeometryError(
-            "invalid_coordinates", "Latitude must lie between -90 and 90 degrees."
-        )
+        raise GeometryError("invalid_coordinates", "Latitude must lie between -90 and 90 degrees.")
     if np.any(np.abs(lon) > 180.0):
         raise GeometryError(
             "invalid_coordinates", "Longitude must lie between -180 and 180 degrees."
@@ -142,7 +145,7 @@ class Polygon:
         if len(xyz) == 1:
             keep[:] = True
         lat, lon, xyz = lat[keep], lon[keep], xyz[keep]
-        if len(xyz) < 3:
+        if len(np.unique(np.round(xyz, 12), axis=0)) < 3:
             raise GeometryError(
                 "degenerate_polygon", "A polygon needs at least three distinct vertices."
             )
@@ -160,15 +163,15 @@ class Polygon:
         ring = to_unit(ring_lat, ring_lon)
         cap = float(angle(ring, center[None, :]).max()) + 1e-9
         plane = shapely.Polygon(gnomonic(ring, center))
-        if plane.convex_hull.area < 1.0:
+        hull = plane.convex_hull
+        if hull.area <= 0.0 or 2.0 * hull.area / hull.length < MIN_THICKNESS_M:
             raise GeometryError(
                 "degenerate_polygon", "The polygon encloses no area (its vertices are collinear)."
             )
         if not plane.is_valid:
             raise GeometryError(
                 "self_intersecting_polygon",
-                "The polygon's edges cross or touch each other: "
-                f"{explain_validity(plane)}.",
+                f"The polygon's edges cross or touch each other: {explain_validity(plane)}.",
             )
         pole = _pole_inside(plane, center, cap)
         original = tuple((float(a), float(b)) for a, b in zip(lat, lon, strict=True))
@@ -186,22 +189,30 @@ class Polygon:
             lat_lo = -90.0 if self.contains_pole < 0 or self.lat.min() < -90 + 1e-9 else lat_lo
             lat_hi = 90.0 if self.contains_pole > 0 or self.lat.max() > 90 - 1e-9 else lat_hi
             return [(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)]
-        # Along a great-circle arc that misses the poles, longitude is monotonic: the vertices'
-        # longitudes (unwrapped around the centre) bound the whole ring.
-        _, lon_c = to_latlon(self.center)
-        rel = (self.lon - float(lon_c) + 180.0) % 360.0 - 180.0
+        # Along a great-circle arc that misses the poles, longitude is monotonic and changes by
+        # less than 180 degrees: unwrapped along the ring (not around the centre, which a ring
+        # curling round a pole defeats), the ring points' longitudes bound the whole ring.
+        step = (np.diff(self.lon, append=self.lon[:1]) + 180.0) % 360.0 - 180.0
+        if np.abs(step).max() > 170.0:  # an arc grazing a pole: take the whole band
+            return [(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)]
+        unwrapped = float(self.lon[0]) + np.concatenate([[0.0], np.cumsum(step[:-1])])
         cos_max = math.cos(math.radians(min(max(abs(lat_lo), abs(lat_hi)), 89.9)))
         margin_lon = BOX_MARGIN_DEG / cos_max
         return _split_lon(
-            float(lon_c) + float(rel.min()) - margin_lon,
-            float(lon_c) + float(rel.max()) + margin_lon,
+            float(unwrapped.min()) - margin_lon,
+            float(unwrapped.max()) + margin_lon,
             lat_lo - BOX_MARGIN_DEG,
             lat_hi + BOX_MARGIN_DEG,
         )
 
     def to_bytes(self) -> bytes:
         head = b"P" + struct.pack(
-            _POLYGON_HEAD, len(self.lat), len(self.vertices), self.contains_pole, *self.center, self.cap_radius
+            _POLYGON_HEAD,
+            len(self.lat),
+            len(self.vertices),
+            self.contains_pole,
+            *self.center,
+            self.cap_radius,
         )
         original = np.asarray(self.vertices, dtype=np.float64)
         return head + self.lat.tobytes() + self.lon.tobytes() + original.tobytes()
@@ -245,7 +256,9 @@ def _densify(lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
     out_lat, out_lon = lat[edge].copy(), lon[edge].copy()
     if moved.any():
         e = edge[moved]
-        lon_f, lat_f, _ = GEOD.fwd(lon[e], lat[e], np.asarray(az)[e], np.asarray(dist)[e] * frac[moved])
+        lon_f, lat_f, _ = GEOD.fwd(
+            lon[e], lat[e], np.asarray(az)[e], np.asarray(dist)[e] * frac[moved]
+        )
         out_lat[moved], out_lon[moved] = lat_f, lon_f
     return out_lat, out_lon
 

@@ -130,9 +130,7 @@ def distance_to_ring_m(point: FloatArray, lat: float, lon: float, ring: FloatArr
 def _distances(lat: float, lon: float, pts: FloatArray) -> FloatArray:
     plat, plon = to_latlon(pts)
     shape = plat.shape
-    _, _, d = GEOD.inv(
-        np.full(plat.size, lon), np.full(plat.size, lat), plon.ravel(), plat.ravel()
-    )
+    _, _, d = GEOD.inv(np.full(plat.size, lon), np.full(plat.size, lat), plon.ravel(), plat.ravel())
     return np.asarray(d).reshape(shape)
 
 
@@ -151,5 +149,3 @@ def footprint_contains(fp: Footprint, lat: FloatArray, lon: FloatArray) -> np.nd
         plane = shapely.Polygon(gnomonic(fp.xyz, fp.center))
         out[ok] = shapely.covers_xy(plane, xy[:, 0], xy[:, 1])
     return out.reshape(lat.shape)
-
-

@@ -47,7 +47,9 @@ class Volume:
             raise GeometryError("invalid_time", "Start and end must be valid times.")
         if start >= end:
             raise GeometryError("invalid_time", "A volume's start must come before its end.")
-        return cls(footprint, float(altitude_lower_m), float(altitude_upper_m), float(start), float(end))
+        return cls(
+            footprint, float(altitude_lower_m), float(altitude_upper_m), float(start), float(end)
+        )
 
     def overlaps(self, other: Volume) -> bool:
         """True when the two volumes intersect in all four dimensions (touching is not enough)."""

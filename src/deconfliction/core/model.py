@@ -1,0 +1,107 @@
+"""Domain records: parties, operations, subscriptions, events. Plain immutable data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from deconfliction.geo import Volume
+
+
+class OperationState(StrEnum):
+    """ASTM F3548-21 operational intent states."""
+
+    ACCEPTED = "Accepted"
+    ACTIVATED = "Activated"
+    NONCONFORMING = "Nonconforming"
+    CONTINGENT = "Contingent"
+    ENDED = "Ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    id: str
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OperationDetails:
+    """What only the owner sees (need to know)."""
+
+    purpose: str | None = None
+    aircraft: tuple[str, ...] = ()
+    remarks: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"purpose": self.purpose, "aircraft": list(self.aircraft), "remarks": self.remarks}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> OperationDetails:
+        data = data or {}
+        return cls(data.get("purpose"), tuple(data.get("aircraft") or ()), data.get("remarks"))
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    id: str
+    owner: str
+    state: OperationState
+    priority: int
+    volumes: tuple[Volume, ...]
+    version: str
+    revision: int
+    created_at: float
+    updated_at: float
+    details: OperationDetails = field(default_factory=OperationDetails)
+
+    @property
+    def start(self) -> float:
+        return min(v.start for v in self.volumes)
+
+    @property
+    def end(self) -> float:
+        return max(v.end for v in self.volumes)
+
+    @property
+    def live(self) -> bool:
+        return self.state is not OperationState.ENDED
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A party's standing interest in a 4D area."""
+
+    id: str
+    owner: str
+    volumes: tuple[Volume, ...]
+    version: str
+    notification_index: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a party's feed."""
+
+    id: int
+    party_id: str
+    kind: str
+    time: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """What a write of an operation saw and presented: the evidence behind the key invariant."""
+
+    operation_id: str
+    version: str
+    owner: str
+    state: OperationState
+    time: float
+    key: tuple[str, ...]
+    conflicts: tuple[tuple[str, str], ...]
+    """(operation id, version) of every other party's operation it conflicted with."""

@@ -1,0 +1,1 @@
+"""Use cases: the one place each flow lives; every face calls these."""

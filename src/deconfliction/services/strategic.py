@@ -1,0 +1,319 @@
+"""Strategic use cases: parties file, update and end operations; subscriptions; queries.
+
+Every write follows one flow, inside one serializable transaction of the store:
+validate -> load (and check owner/version/transition) -> search (index, then exact check) ->
+key and priority check -> write -> notify (subscriptions and affected parties, as events) ->
+record what the writer saw. The faces (HTTP, CLI) call these and nothing below them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from deconfliction.core import rules
+from deconfliction.core.errors import Forbidden, InvalidInput, NotFound, VersionMismatch
+from deconfliction.core.model import (
+    Event,
+    Operation,
+    OperationDetails,
+    OperationState,
+    Party,
+    Subscription,
+    WriteRecord,
+)
+from deconfliction.core.policy import Policy
+from deconfliction.geo import Volume
+from deconfliction.services.views import found_view, operation_view
+from deconfliction.stores.base import Store, Tx
+
+
+def new_version() -> str:
+    """An opaque token, fresh on every write (F3548 OVN)."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """What a party asks for when it files or updates an operation."""
+
+    volumes: Sequence[Volume]
+    state: OperationState = OperationState.ACCEPTED
+    priority: int = 0
+    key: Sequence[str] = ()
+    details: OperationDetails = field(default_factory=OperationDetails)
+
+
+@dataclass(frozen=True, slots=True)
+class Filed:
+    """The stored operation and the other parties' operations it conflicts with."""
+
+    operation: Operation
+    conflicts: list[rules.Found]
+
+
+@dataclass
+class Strategic:
+    store: Store
+    policy: Policy = field(default_factory=Policy)
+    clock: Callable[[], float] = time.time
+
+    # Parties ---------------------------------------------------------------------------------
+    def add_party(self, name: str) -> Party:
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidInput("A party needs a name of 1 to 100 characters.")
+        party = Party(id=str(uuid.uuid4()), name=name, created_at=self.clock())
+
+        def add(tx: Tx) -> Party:
+            if any(p.name.lower() == name.lower() for p in tx.list_parties()):
+                raise InvalidInput(f"A party named {name!r} already exists.", code="party_exists")
+            tx.add_party(party)
+            return party
+
+        return self.store.transact(add)
+
+    def get_party(self, party_id: str) -> Party:
+        party = self.store.transact(lambda tx: tx.get_party(party_id), write=False)
+        if party is None:
+            raise NotFound(f"No party {party_id}.")
+        return party
+
+    def find_party(self, id_or_name: str) -> Party:
+        def find(tx: Tx) -> Party | None:
+            return tx.get_party(id_or_name) or next(
+                (p for p in tx.list_parties() if p.name.lower() == id_or_name.lower()), None
+            )
+
+        party = self.store.transact(find, write=False)
+        if party is None:
+            raise NotFound(f"No party named {id_or_name!r}.")
+        return party
+
+    def list_parties(self) -> list[Party]:
+        return self.store.transact(lambda tx: tx.list_parties(), write=False)
+
+    # Operations ------------------------------------------------------------------------------
+    def file_operation(self, party: str, filing: Filing, operation_id: str | None = None) -> Filed:
+        """Create an operation (Accepted or Activated) after the awareness and priority checks."""
+        now = self.clock()
+        rules.check_limits(filing.volumes, now, self.policy.limits)
+        op_id = operation_id or str(uuid.uuid4())
+
+        def write(tx: Tx) -> Filed:
+            if tx.get_operation(op_id) is not None:
+                raise VersionMismatch(
+                    f"Operation {op_id} already exists; update it with its version.",
+                    code="already_exists",
+                )
+            rules.check_transition(None, filing.state)
+            op = Operation(
+                id=op_id,
+                owner=party,
+                state=filing.state,
+                priority=filing.priority,
+                volumes=tuple(filing.volumes),
+                version=new_version(),
+                revision=1,
+                created_at=now,
+                updated_at=now,
+                details=filing.details,
+            )
+            return self._write(tx, op, None, filing.key, now)
+
+        return self.store.transact(write)
+
+    def update_operation(
+        self, party: str, operation_id: str, version: str, filing: Filing
+    ) -> Filed:
+        """Replace an operation's volumes, state, priority and details; ``version`` must be current."""
+        now = self.clock()
+        rules.check_limits(filing.volumes, now, self.policy.limits)
+
+        def write(tx: Tx) -> Filed:
+            old = self._owned(tx, party, operation_id, version)
+            rules.check_transition(old.state, filing.state)
+            op = replace(
+                old,
+                state=filing.state,
+                priority=filing.priority,
+                volumes=tuple(filing.volumes),
+                version=new_version(),
+                revision=old.revision + 1,
+                updated_at=now,
+                details=filing.details,
+            )
+            return self._write(tx, op, old, filing.key, now)
+
+        return self.store.transact(write)
+
+    def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
+        """Move an operation to Ended: kept for the record, no longer matched."""
+        now = self.clock()
+
+        def write(tx: Tx) -> Operation:
+            old = self._owned(tx, party, operation_id, version)
+            rules.check_transition(old.state, OperationState.ENDED)
+            op = replace(
+                old,
+                state=OperationState.ENDED,
+                version=new_version(),
+                revision=old.revision + 1,
+                updated_at=now,
+            )
+            return self._write(tx, op, old, (), now).operation
+
+        return self.store.transact(write)
+
+    def get_operation(self, operation_id: str) -> Operation:
+        op = self.store.transact(lambda tx: tx.get_operation(operation_id), write=False)
+        if op is None:
+            raise NotFound(f"No operation {operation_id}.")
+        return op
+
+    def list_operations(
+        self, party: str, *, include_ended: bool = False, limit: int = 1000
+    ) -> list[Operation]:
+        return self.store.transact(
+            lambda tx: tx.list_operations(party, include_ended=include_ended, limit=limit),
+            write=False,
+        )
+
+    def query_operations(self, volumes: Sequence[Volume]) -> list[Operation]:
+        """Every live operation (of any party) intersecting the 4D area, decided exactly."""
+        candidates = self.store.transact(lambda tx: tx.operation_candidates(volumes), write=False)
+        return [f.operation for f in rules.find_conflicts(volumes, candidates)]
+
+    def conflicts_for(self, party: str, volumes: Sequence[Volume]) -> list[rules.Found]:
+        """Other parties' live operations that ``volumes`` would conflict with (a dry run)."""
+        candidates = self.store.transact(
+            lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
+        )
+        return rules.find_conflicts(volumes, candidates)
+
+    def _owned(self, tx: Tx, party: str, operation_id: str, version: str) -> Operation:
+        op = tx.get_operation(operation_id)
+        if op is None:
+            raise NotFound(f"No operation {operation_id}.")
+        if op.owner != party:
+            raise Forbidden("Only the party that filed an operation may change it.")
+        if op.version != version:
+            raise VersionMismatch(
+                "The operation changed since you read it: fetch it and retry with its version.",
+                details={"current_version": op.version},
+            )
+        return op
+
+    def _write(
+        self, tx: Tx, op: Operation, old: Operation | None, key: Sequence[str], now: float
+    ) -> Filed:
+        found: list[rules.Found] = []
+        if op.live:
+            candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
+            found = rules.find_conflicts(op.volumes, candidates)
+            rules.check_awareness(op.state, op.priority, found, key, self.policy)
+        tx.put_operation(op)
+        touched = list(op.volumes) + (list(old.volumes) if old else [])
+        self._notify(tx, op, touched, found, old, now)
+        tx.record_write(
+            WriteRecord(
+                operation_id=op.id,
+                version=op.version,
+                owner=op.owner,
+                state=op.state,
+                time=now,
+                key=tuple(key),
+                conflicts=tuple((f.operation.id, f.operation.version) for f in found),
+            )
+        )
+        return Filed(op, found)
+
+    def _notify(
+        self,
+        tx: Tx,
+        op: Operation,
+        touched: list[Volume],
+        found: list[rules.Found],
+        old: Operation | None,
+        now: float,
+    ) -> None:
+        """Events for subscribers whose areas the change touches, and for affected parties."""
+        reference = operation_view(op, owner_view=False)
+        for sub in tx.subscription_candidates(touched):
+            if sub.owner == op.owner or not rules.any_overlap(touched, sub.volumes):
+                continue
+            index = tx.bump_subscription(sub.id)
+            tx.add_event(
+                sub.owner,
+                "operation",
+                now,
+                {
+                    "subscription_id": sub.id,
+                    "notification_index": index,
+                    "operation": reference,
+                },
+            )
+        affected: dict[str, list[str]] = {}
+        for f in found:
+            affected.setdefault(f.operation.owner, []).append(f.operation.id)
+        if old is not None:
+            # Parties whose operations conflicted with the old volumes learn the conflict is gone.
+            for prior in tx.operation_candidates(old.volumes, exclude_owner=op.owner):
+                if prior.owner not in affected and rules.any_overlap(old.volumes, prior.volumes):
+                    affected.setdefault(prior.owner, [])
+        for owner, theirs in affected.items():
+            tx.add_event(
+                owner,
+                "conflict",
+                now,
+                {
+                    "operation": reference,
+                    "conflicts_with": theirs,
+                },
+            )
+
+    # Subscriptions ---------------------------------------------------------------------------
+    def subscribe(self, party: str, volumes: Sequence[Volume]) -> Subscription:
+        now = self.clock()
+        rules.check_limits(volumes, now, self.policy.limits)
+        sub = Subscription(str(uuid.uuid4()), party, tuple(volumes), new_version(), 0, now, now)
+        self.store.transact(lambda tx: tx.put_subscription(sub))
+        return sub
+
+    def get_subscription(self, party: str, subscription_id: str) -> Subscription:
+        sub = self.store.transact(lambda tx: tx.get_subscription(subscription_id), write=False)
+        if sub is None or sub.owner != party:
+            raise NotFound(f"No subscription {subscription_id} of yours.")
+        return sub
+
+    def list_subscriptions(self, party: str) -> list[Subscription]:
+        return self.store.transact(lambda tx: tx.list_subscriptions(party), write=False)
+
+    def unsubscribe(self, party: str, subscription_id: str, version: str) -> Subscription:
+        def delete(tx: Tx) -> Subscription:
+            sub = tx.get_subscription(subscription_id)
+            if sub is None or sub.owner != party:
+                raise NotFound(f"No subscription {subscription_id} of yours.")
+            if sub.version != version:
+                raise VersionMismatch(
+                    "The subscription changed since you read it.",
+                    details={"current_version": sub.version},
+                )
+            tx.delete_subscription(subscription_id)
+            return sub
+
+        return self.store.transact(delete)
+
+    # Events ----------------------------------------------------------------------------------
+    def events(self, party: str, after: int = 0, limit: int = 100) -> list[Event]:
+        limit = max(1, min(limit, self.policy.limits.max_page_size))
+        return self.store.transact(lambda tx: tx.events_after(party, after, limit), write=False)
+
+
+def conflict_details(found: Iterable[rules.Found]) -> list[dict[str, Any]]:
+    """The answer a refused filer needs: id, owner, version and the conflicting volumes."""
+    return [found_view(f) for f in found]

@@ -1,0 +1,584 @@
+"""SQLite store: the embedded default. One file, WAL, a 4D R*Tree index per kind of record.
+
+Writes take the database lock up front (``BEGIN IMMEDIATE``), so every write transaction is
+serializable by construction; readers never block in WAL mode. Commits are durable
+(``synchronous=FULL``) unless configured otherwise: an acknowledged filing survives power loss.
+
+The R*Tree keeps 32-bit floats; we round every box outward to float32 ourselves and express time
+in seconds since a per-database epoch, so the index stays conservative and precise to well under a
+second for years.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from deconfliction.core.errors import Unavailable
+from deconfliction.core.model import (
+    Event,
+    Operation,
+    OperationDetails,
+    OperationState,
+    Party,
+    Subscription,
+    WriteRecord,
+)
+from deconfliction.geo import Volume, footprint_from_bytes
+
+T = TypeVar("T")
+
+_MIGRATIONS: list[str] = [
+    # 1: parties, operations, subscriptions, events, write record
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE parties (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+    CREATE TABLE operations (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        details TEXT NOT NULL
+    );
+    CREATE INDEX operations_owner ON operations (owner, state);
+    CREATE TABLE operation_volumes (
+        op_rowid INTEGER NOT NULL,
+        ord INTEGER NOT NULL,
+        footprint BLOB NOT NULL,
+        alt_lo REAL NOT NULL, alt_hi REAL NOT NULL,
+        t_start REAL NOT NULL, t_end REAL NOT NULL,
+        PRIMARY KEY (op_rowid, ord)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE operation_index USING rtree(
+        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
+    );
+    CREATE TABLE operation_index_rows (op_rowid INTEGER NOT NULL, index_id INTEGER NOT NULL,
+        PRIMARY KEY (op_rowid, index_id)) WITHOUT ROWID;
+    CREATE TABLE subscriptions (
+        rowid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        owner TEXT NOT NULL,
+        version TEXT NOT NULL,
+        notification_index INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX subscriptions_owner ON subscriptions (owner);
+    CREATE TABLE subscription_volumes (
+        op_rowid INTEGER NOT NULL,
+        ord INTEGER NOT NULL,
+        footprint BLOB NOT NULL,
+        alt_lo REAL NOT NULL, alt_hi REAL NOT NULL,
+        t_start REAL NOT NULL, t_end REAL NOT NULL,
+        PRIMARY KEY (op_rowid, ord)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE subscription_index USING rtree(
+        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
+    );
+    CREATE TABLE subscription_index_rows (op_rowid INTEGER NOT NULL, index_id INTEGER NOT NULL,
+        PRIMARY KEY (op_rowid, index_id)) WITHOUT ROWID;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        party_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        time REAL NOT NULL,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX events_party ON events (party_id, id);
+    CREATE TABLE operation_writes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        operation_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        time REAL NOT NULL,
+        key TEXT NOT NULL,
+        conflicts TEXT NOT NULL
+    );
+    """,
+]
+
+_OP_COLUMNS = (
+    "rowid, id, owner, state, priority, version, revision, created_at, updated_at, details"
+)
+_SUB_COLUMNS = "rowid, id, owner, version, notification_index, created_at, updated_at"
+
+
+def _down(x: float) -> float:
+    f = np.float32(x)
+    return float(f if f <= x else np.nextafter(f, np.float32(-np.inf)))
+
+
+def _up(x: float) -> float:
+    f = np.float32(x)
+    return float(f if f >= x else np.nextafter(f, np.float32(np.inf)))
+
+
+class _Spatial:
+    """The shared shape of operations and subscriptions: rows, volumes and a 4D index."""
+
+    def __init__(self, table: str, epoch: float) -> None:
+        self.table = table
+        self.volumes = f"{table[:-1]}_volumes"
+        self.index = f"{table[:-1]}_index"
+        self.index_rows = f"{table[:-1]}_index_rows"
+        self.epoch = epoch
+
+    def boxes(self, volumes: Sequence[Volume]) -> list[tuple[float, ...]]:
+        out = []
+        for v in volumes:
+            for lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 in v.index_boxes():
+                out.append(
+                    (
+                        _down(lon0),
+                        _up(lon1),
+                        _down(lat0),
+                        _up(lat1),
+                        _down(alt0),
+                        _up(alt1),
+                        _down(t0 - self.epoch),
+                        _up(t1 - self.epoch),
+                    )
+                )
+        return out
+
+    def write_volumes(
+        self, db: sqlite3.Connection, rowid: int, volumes: Sequence[Volume], indexed: bool
+    ) -> None:
+        db.execute(f"DELETE FROM {self.volumes} WHERE op_rowid = ?", (rowid,))
+        self.unindex(db, rowid)
+        db.executemany(
+            f"INSERT INTO {self.volumes} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    rowid,
+                    i,
+                    v.footprint.to_bytes(),
+                    v.altitude_lower_m,
+                    v.altitude_upper_m,
+                    v.start,
+                    v.end,
+                )
+                for i, v in enumerate(volumes)
+            ],
+        )
+        if indexed:
+            for box in self.boxes(volumes):
+                cur = db.execute(
+                    f"INSERT INTO {self.index} VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*box, rowid),
+                )
+                db.execute(f"INSERT INTO {self.index_rows} VALUES (?, ?)", (rowid, cur.lastrowid))
+
+    def unindex(self, db: sqlite3.Connection, rowid: int) -> None:
+        ids = db.execute(
+            f"SELECT index_id FROM {self.index_rows} WHERE op_rowid = ?", (rowid,)
+        ).fetchall()
+        if ids:
+            db.executemany(f"DELETE FROM {self.index} WHERE id = ?", ids)
+            db.execute(f"DELETE FROM {self.index_rows} WHERE op_rowid = ?", (rowid,))
+
+    def candidates(self, db: sqlite3.Connection, volumes: Sequence[Volume]) -> set[int]:
+        found: set[int] = set()
+        sql = (
+            f"SELECT op_rowid FROM {self.index} WHERE lon1 >= ? AND lon0 <= ? AND lat1 >= ? "
+            "AND lat0 <= ? AND alt1 >= ? AND alt0 <= ? AND t1 >= ? AND t0 <= ?"
+        )
+        for b in self.boxes(volumes):
+            found.update(
+                r[0] for r in db.execute(sql, (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]))
+            )
+        return found
+
+    def load_volumes(
+        self, db: sqlite3.Connection, rowids: Sequence[int]
+    ) -> dict[int, list[Volume]]:
+        out: dict[int, list[Volume]] = {r: [] for r in rowids}
+        marks = ",".join("?" * len(rowids))
+        for rowid, blob, lo, hi, t0, t1 in db.execute(
+            f"SELECT op_rowid, footprint, alt_lo, alt_hi, t_start, t_end FROM {self.volumes} "
+            f"WHERE op_rowid IN ({marks}) ORDER BY op_rowid, ord",
+            tuple(rowids),
+        ):
+            out[rowid].append(Volume(footprint_from_bytes(blob), lo, hi, t0, t1))
+        return out
+
+
+class SqliteTx:
+    """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
+
+    def __init__(self, db: sqlite3.Connection, ops: _Spatial, subs: _Spatial) -> None:
+        self.db = db
+        self._ops = ops
+        self._subs = subs
+
+    # Parties
+    def add_party(self, party: Party) -> None:
+        self.db.execute(
+            "INSERT INTO parties VALUES (?, ?, ?)", (party.id, party.name, party.created_at)
+        )
+
+    def get_party(self, party_id: str) -> Party | None:
+        row = self.db.execute("SELECT * FROM parties WHERE id = ?", (party_id,)).fetchone()
+        return Party(*row) if row else None
+
+    def list_parties(self) -> list[Party]:
+        return [Party(*r) for r in self.db.execute("SELECT * FROM parties ORDER BY name")]
+
+    # Operations
+    def _operations(self, where: str, params: tuple[Any, ...]) -> list[Operation]:
+        rows = self.db.execute(f"SELECT {_OP_COLUMNS} FROM operations WHERE {where}", params)
+        rows = rows.fetchall()
+        if not rows:
+            return []
+        volumes = self._ops.load_volumes(self.db, [r[0] for r in rows])
+        return [
+            Operation(
+                id=r[1],
+                owner=r[2],
+                state=OperationState(r[3]),
+                priority=r[4],
+                volumes=tuple(volumes[r[0]]),
+                version=r[5],
+                revision=r[6],
+                created_at=r[7],
+                updated_at=r[8],
+                details=OperationDetails.from_json(json.loads(r[9])),
+            )
+            for r in rows
+        ]
+
+    def get_operation(self, operation_id: str) -> Operation | None:
+        found = self._operations("id = ?", (operation_id,))
+        return found[0] if found else None
+
+    def put_operation(self, operation: Operation) -> None:
+        op = operation
+        row = (
+            op.id,
+            op.owner,
+            op.state.value,
+            op.priority,
+            op.version,
+            op.revision,
+            op.created_at,
+            op.updated_at,
+            json.dumps(op.details.to_json()),
+        )
+        cur = self.db.execute(
+            "INSERT INTO operations (id, owner, state, priority, version, revision, created_at, "
+            "updated_at, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+            "SET owner = excluded.owner, state = excluded.state, priority = excluded.priority, "
+            "version = excluded.version, revision = excluded.revision, "
+            "updated_at = excluded.updated_at, details = excluded.details RETURNING rowid",
+            row,
+        )
+        rowid = cur.fetchone()[0]
+        self._ops.write_volumes(self.db, rowid, op.volumes, indexed=op.live)
+
+    def operation_candidates(
+        self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
+    ) -> list[Operation]:
+        rowids = self._ops.candidates(self.db, volumes)
+        if not rowids:
+            return []
+        marks = ",".join("?" * len(rowids))
+        return self._operations(
+            f"rowid IN ({marks}) AND owner != ? AND state != 'Ended'",
+            (*rowids, exclude_owner or ""),
+        )
+
+    def list_operations(
+        self, owner: str, *, include_ended: bool = False, limit: int = 1000
+    ) -> list[Operation]:
+        state = "" if include_ended else " AND state != 'Ended'"
+        return self._operations(f"owner = ?{state} ORDER BY rowid LIMIT ?", (owner, limit))
+
+    # Subscriptions
+    def _subscriptions(self, where: str, params: tuple[Any, ...]) -> list[Subscription]:
+        rows = self.db.execute(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE {where}", params
+        ).fetchall()
+        if not rows:
+            return []
+        volumes = self._subs.load_volumes(self.db, [r[0] for r in rows])
+        return [
+            Subscription(r[1], r[2], tuple(volumes[r[0]]), r[3], r[4], r[5], r[6]) for r in rows
+        ]
+
+    def get_subscription(self, subscription_id: str) -> Subscription | None:
+        found = self._subscriptions("id = ?", (subscription_id,))
+        return found[0] if found else None
+
+    def put_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+        cur = self.db.execute(
+            "INSERT INTO subscriptions (id, owner, version, notification_index, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "version = excluded.version, notification_index = excluded.notification_index, "
+            "updated_at = excluded.updated_at RETURNING rowid",
+            (s.id, s.owner, s.version, s.notification_index, s.created_at, s.updated_at),
+        )
+        self._subs.write_volumes(self.db, cur.fetchone()[0], s.volumes, indexed=True)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        row = self.db.execute(
+            "DELETE FROM subscriptions WHERE id = ? RETURNING rowid", (subscription_id,)
+        ).fetchone()
+        if row:
+            self._subs.unindex(self.db, row[0])
+            self.db.execute("DELETE FROM subscription_volumes WHERE op_rowid = ?", row)
+
+    def subscription_candidates(self, volumes: Sequence[Volume]) -> list[Subscription]:
+        rowids = self._subs.candidates(self.db, volumes)
+        if not rowids:
+            return []
+        return self._subscriptions(f"rowid IN ({','.join('?' * len(rowids))})", tuple(rowids))
+
+    def list_subscriptions(self, owner: str) -> list[Subscription]:
+        return self._subscriptions("owner = ? ORDER BY rowid", (owner,))
+
+    def bump_subscription(self, subscription_id: str) -> int:
+        row = self.db.execute(
+            "UPDATE subscriptions SET notification_index = notification_index + 1 WHERE id = ? "
+            "RETURNING notification_index",
+            (subscription_id,),
+        ).fetchone()
+        return int(row[0])
+
+    # Events and the write record
+    def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO events (party_id, kind, time, payload) VALUES (?, ?, ?, ?)",
+            (party_id, kind, time, json.dumps(payload, separators=(",", ":"))),
+        )
+        return int(cur.lastrowid or 0)
+
+    def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
+        rows = self.db.execute(
+            "SELECT id, party_id, kind, time, payload FROM events WHERE party_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (party_id, after, limit),
+        )
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def record_write(self, record: WriteRecord) -> None:
+        r = record
+        self.db.execute(
+            "INSERT INTO operation_writes (operation_id, version, owner, state, time, key, "
+            "conflicts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                r.operation_id,
+                r.version,
+                r.owner,
+                r.state.value,
+                r.time,
+                json.dumps(r.key),
+                json.dumps(r.conflicts),
+            ),
+        )
+
+    def write_records(self) -> list[WriteRecord]:
+        rows = self.db.execute(
+            "SELECT operation_id, version, owner, state, time, key, conflicts "
+            "FROM operation_writes ORDER BY seq"
+        )
+        return [
+            WriteRecord(
+                r[0],
+                r[1],
+                r[2],
+                OperationState(r[3]),
+                r[4],
+                tuple(json.loads(r[5])),
+                tuple(tuple(c) for c in json.loads(r[6])),
+            )
+            for r in rows
+        ]
+
+
+class SqliteStore:
+    """The embedded store. Thread-safe: each thread gets its own connection."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 10_000,
+        max_attempts: int = 8,
+    ) -> None:
+        self.path = str(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.max_attempts = max_attempts
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+        db = self._connection()
+        self.epoch = float(db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        self._ops = _Spatial("operations", self.epoch)
+        self._subs = _Spatial("subscriptions", self.epoch)
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def _migrate(self) -> None:
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(_MIGRATIONS[current:], start=current + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                if number == 1:
+                    # Hour-aligned so index times stay small and exact in float32 for years.
+                    epoch = float(int(time.time()) // 3600 * 3600)
+                    db.execute("INSERT INTO meta VALUES ('epoch', ?)", (repr(epoch),))
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._connection().execute("PRAGMA user_version").fetchone()[0])
+
+    def transact(self, fn: Callable[[SqliteTx], T], *, write: bool = True) -> T:
+        db = self._connection()
+        for attempt in range(self.max_attempts):
+            try:
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
+                continue
+            try:
+                result = fn(SqliteTx(db, self._ops, self._subs))
+                db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not _is_busy(exc):
+                    raise
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        raise Unavailable("The database is busy; retry shortly.")
+
+    def bulk_load(self, operations: Iterable[Operation], *, batch: int = 20_000) -> int:
+        """Insert operations directly (no checks, no events): for seeding and benchmarks."""
+        db = self._connection()
+        count = 0
+        pending: list[Operation] = []
+
+        def flush() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                next_rowid = db.execute(
+                    "SELECT coalesce(max(rowid), 0) + 1 FROM operations"
+                ).fetchone()[0]
+                op_rows, vol_rows, idx_rows = [], [], []
+                for i, op in enumerate(pending):
+                    rowid = next_rowid + i
+                    op_rows.append(
+                        (
+                            rowid,
+                            op.id,
+                            op.owner,
+                            op.state.value,
+                            op.priority,
+                            op.version,
+                            op.revision,
+                            op.created_at,
+                            op.updated_at,
+                            json.dumps(op.details.to_json()),
+                        )
+                    )
+                    for j, v in enumerate(op.volumes):
+                        vol_rows.append(
+                            (
+                                rowid,
+                                j,
+                                v.footprint.to_bytes(),
+                                v.altitude_lower_m,
+                                v.altitude_upper_m,
+                                v.start,
+                                v.end,
+                            )
+                        )
+                    if op.live:
+                        idx_rows.extend((*box, rowid) for box in self._ops.boxes(op.volumes))
+                db.executemany(
+                    f"INSERT INTO operations ({_OP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    op_rows,
+                )
+                db.executemany(
+                    "INSERT INTO operation_volumes VALUES (?, ?, ?, ?, ?, ?, ?)", vol_rows
+                )
+                first = db.execute(
+                    "SELECT coalesce(max(id), 0) + 1 FROM operation_index"
+                ).fetchone()[0]
+                db.executemany(
+                    "INSERT INTO operation_index VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(first + k, *row) for k, row in enumerate(idx_rows)],
+                )
+                db.executemany(
+                    "INSERT INTO operation_index_rows VALUES (?, ?)",
+                    [(row[-1], first + k) for k, row in enumerate(idx_rows)],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        for op in operations:
+            pending.append(op)
+            if len(pending) >= batch:
+                flush()
+                count += len(pending)
+                pending = []
+        if pending:
+            flush()
+            count += len(pending)
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
