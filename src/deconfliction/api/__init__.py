@@ -1,0 +1,1 @@
+"""The HTTP face: native API under /v1."""

@@ -1,0 +1,377 @@
+"""The ASGI application: routes under /v1, errors as ``{"code", "message", "details"}``.
+
+Every status is decided here from the core's error classes; a route only translates HTTP to a
+service call and back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from enum import Enum
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deconfliction import __version__
+from deconfliction.api import schemas as s
+from deconfliction.core import errors as e
+from deconfliction.core.model import OperationDetails
+from deconfliction.core.rules import Found
+from deconfliction.formats import parse_volumes
+from deconfliction.geo import Volume
+from deconfliction.runtime import Runtime
+from deconfliction.security import ADMIN, READ, WRITE, Principal
+from deconfliction.services.strategic import Filing
+from deconfliction.services.views import (
+    event_view,
+    found_view,
+    operation_view,
+    subscription_view,
+)
+
+log = logging.getLogger("deconfliction.api")
+
+STATUS: list[tuple[type[e.DeconflictionError], int]] = [
+    (e.LimitExceeded, 400),
+    (e.InvalidInput, 400),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.Unavailable, 503),
+]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": s.ErrorOut} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Found):
+        return found_view(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"code": code, "message": message, "details": _jsonable(details)}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = error_response(
+            413, "too_large", f"The request body exceeds {self.max_bytes:,} bytes."
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # FastAPI lets its own HTTPException through body parsing untouched.
+                    raise HTTPException(413, f"The request body exceeds {self.max_bytes:,} bytes.")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime.open()
+    strategic = runtime.strategic
+    limits = strategic.policy.limits
+    app = FastAPI(
+        title="deconfliction",
+        version=__version__,
+        summary="Strategic deconfliction between parties who share airspace.",
+        description=(
+            "Parties file 4D operations; the service finds every conflict with other parties' "
+            "operations exactly, requires proof of awareness (a key of versions, as in ASTM "
+            "F3548-21), applies priorities and tells every affected party. Authenticate with a "
+            "bearer JWT (`deconfliction party add NAME` issues one). Errors are JSON objects "
+            "with `code`, `message` and `details`."
+        ),
+    )
+    app.state.runtime = runtime
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(e.DeconflictionError)
+    async def domain_error(_: Request, exc: e.DeconflictionError) -> JSONResponse:
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": "1"}
+        return error_response(status, exc.code, exc.message, exc.details, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
+            for err in exc.errors()
+        ]
+        first = problems[0] if problems else {"where": "body", "problem": "invalid"}
+        return error_response(
+            422,
+            "invalid_request",
+            f"The request does not match the schema: {first['where']}: {first['problem']}.",
+            problems,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(
+            exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal_error", "The service failed unexpectedly.")
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise e.Unauthenticated("A bearer token is required.", code="missing_token")
+        return runtime.tokens.verify(credentials.credentials)
+
+    def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require(READ)
+        return who
+
+    def writer(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require(WRITE)
+        return who
+
+    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        who.require(ADMIN)
+        return who
+
+    Reader = Annotated[Principal, Depends(reader)]
+    Writer = Annotated[Principal, Depends(writer)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def volumes_of(body: s.Volumes) -> list[Volume]:
+        if isinstance(body, s.FeatureCollection):
+            raw: Any = body.model_dump(mode="json", exclude_none=True)
+        else:
+            raw = [v.model_dump(mode="json", exclude_none=True) for v in body]
+        return parse_volumes(raw)
+
+    def filing(body: s.OperationIn | s.OperationUpdate) -> Filing:
+        details = body.details.model_dump() if body.details else None
+        return Filing(
+            volumes_of(body.volumes),
+            body.state,
+            body.priority,
+            tuple(body.key),
+            OperationDetails.from_json(details),
+        )
+
+    def filed(result: Any, who: Principal) -> dict[str, Any]:
+        return {
+            "operation": operation_view(result.operation, owner_view=True),
+            "conflicts": [found_view(f) for f in result.conflicts],
+        }
+
+    @app.get("/v1/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Liveness; needs no token."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/me", response_model=s.PartyOut, responses=ERRORS, tags=["parties"])
+    def me(who: Reader) -> dict[str, Any]:
+        party = strategic.get_party(who.party_id)
+        return {"id": party.id, "name": party.name}
+
+    @app.get("/v1/parties", response_model=s.PartiesOut, responses=ERRORS, tags=["parties"])
+    def parties(who: Reader) -> dict[str, Any]:
+        return {"parties": [{"id": p.id, "name": p.name} for p in strategic.list_parties()]}
+
+    @app.post(
+        "/v1/parties",
+        status_code=201,
+        response_model=s.NewPartyOut,
+        responses=ERRORS,
+        tags=["parties"],
+    )
+    def add_party(body: s.PartyIn, who: Admin) -> dict[str, Any]:
+        """Register a party and issue its token (admin scope)."""
+        party = strategic.add_party(body.name)
+        return {
+            "party": {"id": party.id, "name": party.name},
+            "token": runtime.tokens.issue(party.id),
+        }
+
+    @app.post(
+        "/v1/operations",
+        status_code=201,
+        response_model=s.FiledOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def file_operation(body: s.OperationIn, who: Writer) -> dict[str, Any]:
+        """File an operation. 409 `missing_key` lists the conflicting operations you must see."""
+        return filed(strategic.file_operation(who.party_id, filing(body)), who)
+
+    @app.get(
+        "/v1/operations", response_model=s.OperationsOut, responses=ERRORS, tags=["operations"]
+    )
+    def my_operations(
+        who: Reader,
+        include_ended: bool = False,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page_size)] = 100,
+    ) -> dict[str, Any]:
+        """Your own operations, oldest first."""
+        ops = strategic.list_operations(who.party_id, include_ended=include_ended, limit=limit)
+        return {"operations": [operation_view(op, owner_view=True) for op in ops]}
+
+    @app.get(
+        "/v1/operations/{operation_id}",
+        response_model=s.OperationOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def get_operation(operation_id: str, who: Reader) -> dict[str, Any]:
+        """Any party may read an operation's reference; details go to the owner only."""
+        op = strategic.get_operation(operation_id)
+        return operation_view(op, owner_view=op.owner == who.party_id)
+
+    @app.put(
+        "/v1/operations/{operation_id}",
+        response_model=s.FiledOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def update_operation(operation_id: str, body: s.OperationUpdate, who: Writer) -> dict[str, Any]:
+        """Replace volumes, state, priority and details; `version` must be the current one."""
+        result = strategic.update_operation(who.party_id, operation_id, body.version, filing(body))
+        return filed(result, who)
+
+    @app.delete(
+        "/v1/operations/{operation_id}",
+        response_model=s.OperationOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def end_operation(operation_id: str, version: str, who: Writer) -> dict[str, Any]:
+        """End an operation (kept for the record, no longer matched)."""
+        op = strategic.end_operation(who.party_id, operation_id, version)
+        return operation_view(op, owner_view=True)
+
+    @app.post(
+        "/v1/operations/query",
+        response_model=s.OperationsOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def query_operations(body: s.AreaIn, who: Reader) -> dict[str, Any]:
+        """Every live operation intersecting a 4D area (references; details for your own)."""
+        ops = strategic.query_operations(volumes_of(body.volumes))
+        return {
+            "operations": [operation_view(op, owner_view=op.owner == who.party_id) for op in ops]
+        }
+
+    @app.post(
+        "/v1/operations/conflicts",
+        response_model=s.ConflictsOut,
+        responses=ERRORS,
+        tags=["operations"],
+    )
+    def conflicts(body: s.AreaIn, who: Reader) -> dict[str, Any]:
+        """Dry run: the other parties' operations these volumes would conflict with."""
+        found = strategic.conflicts_for(who.party_id, volumes_of(body.volumes))
+        return {"conflicts": [found_view(f) for f in found]}
+
+    @app.post(
+        "/v1/subscriptions",
+        status_code=201,
+        response_model=s.SubscriptionOut,
+        responses=ERRORS,
+        tags=["subscriptions"],
+    )
+    def subscribe(body: s.AreaIn, who: Reader) -> dict[str, Any]:
+        """Every change to an operation intersecting the area becomes an event for you."""
+        return subscription_view(strategic.subscribe(who.party_id, volumes_of(body.volumes)))
+
+    @app.get(
+        "/v1/subscriptions",
+        response_model=s.SubscriptionsOut,
+        responses=ERRORS,
+        tags=["subscriptions"],
+    )
+    def subscriptions(who: Reader) -> dict[str, Any]:
+        return {
+            "subscriptions": [
+                subscription_view(x) for x in strategic.list_subscriptions(who.party_id)
+            ]
+        }
+
+    @app.get(
+        "/v1/subscriptions/{subscription_id}",
+        response_model=s.SubscriptionOut,
+        responses=ERRORS,
+        tags=["subscriptions"],
+    )
+    def get_subscription(subscription_id: str, who: Reader) -> dict[str, Any]:
+        return subscription_view(strategic.get_subscription(who.party_id, subscription_id))
+
+    @app.delete(
+        "/v1/subscriptions/{subscription_id}",
+        response_model=s.SubscriptionOut,
+        responses=ERRORS,
+        tags=["subscriptions"],
+    )
+    def unsubscribe(subscription_id: str, version: str, who: Reader) -> dict[str, Any]:
+        return subscription_view(strategic.unsubscribe(who.party_id, subscription_id, version))
+
+    @app.get("/v1/events", response_model=s.EventsOut, responses=ERRORS, tags=["events"])
+    def events(
+        who: Reader,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page_size)] = 100,
+    ) -> dict[str, Any]:
+        """Your event feed, oldest first; page with `after`."""
+        found = strategic.events(who.party_id, after, limit)
+        return {
+            "events": [event_view(x) for x in found],
+            "next_after": found[-1].id if found else after,
+        }
+
+    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
+    return create_app(Runtime.open())

@@ -1,0 +1,209 @@
+"""Request and response bodies of the native API, as they appear in the OpenAPI document.
+
+Schemas check shape and types (a violation is a 422); whether the content makes sense (a
+self-intersecting polygon, a start after the end) is decided by the geometry and the core (400).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deconfliction.core.model import OperationState
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatLon(_Model):
+    lat: float = Field(description="Latitude, degrees WGS84.")
+    lon: float = Field(description="Longitude, degrees WGS84.")
+
+
+class CircleIn(_Model):
+    center: LatLon
+    radius_m: float = Field(description="Geodesic radius in metres.")
+
+
+class PolygonIn(_Model):
+    vertices: list[LatLon] = Field(
+        description="Vertices in order; edges are WGS84 geodesics. The closing vertex is optional."
+    )
+
+
+class FootprintIn(_Model):
+    """Exactly one of ``circle`` or ``polygon``."""
+
+    circle: CircleIn | None = None
+    polygon: PolygonIn | None = None
+
+
+class VolumeIn(_Model):
+    footprint: FootprintIn
+    altitude_lower_m: float = Field(description="Metres above the WGS84 ellipsoid.")
+    altitude_upper_m: float
+    start: datetime = Field(description="UTC, inclusive. A time zone is required.")
+    end: datetime = Field(description="UTC, exclusive.")
+
+
+class GeoJSONGeometry(BaseModel):
+    type: Literal["Polygon", "Point"]
+    coordinates: list[Any]
+
+
+class FeatureProperties(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    altitude_lower_m: float | None = None
+    altitude_upper_m: float | None = None
+    altitude_lower_ft: float | None = None
+    altitude_upper_ft: float | None = None
+    start: datetime
+    end: datetime
+    radius_m: float | None = Field(None, description="Required for a Point: the circle's radius.")
+
+
+class Feature(BaseModel):
+    """A GeoJSON Feature ([lon, lat] order) whose properties carry the altitude band and times."""
+
+    type: Literal["Feature"]
+    geometry: GeoJSONGeometry
+    properties: FeatureProperties
+
+
+class FeatureCollection(BaseModel):
+    type: Literal["FeatureCollection"]
+    features: list[Feature]
+
+
+Volumes = list[VolumeIn | Feature] | FeatureCollection
+
+
+class Details(_Model):
+    """Private to the owner (need to know)."""
+
+    purpose: str | None = Field(None, max_length=2_000)
+    aircraft: list[str] = Field(default_factory=list, max_length=1_000)
+    remarks: str | None = Field(None, max_length=10_000)
+
+
+class OperationIn(_Model):
+    volumes: Volumes
+    state: Literal[OperationState.ACCEPTED, OperationState.ACTIVATED] = OperationState.ACCEPTED
+    priority: int = Field(0, ge=0, le=1_000, description="Higher wins.")
+    key: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Versions of the other parties' operations you know you conflict with.",
+    )
+    details: Details | None = None
+
+
+class OperationUpdate(_Model):
+    version: str = Field(description="The version you are replacing (must be current).")
+    volumes: Volumes
+    state: OperationState
+    priority: int = Field(0, ge=0, le=1_000)
+    key: list[str] = Field(default_factory=list, max_length=10_000)
+    details: Details | None = None
+
+
+class AreaIn(_Model):
+    volumes: Volumes
+
+
+class PartyIn(_Model):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class VolumeOut(BaseModel):
+    footprint: dict[str, Any]
+    altitude_lower_m: float
+    altitude_upper_m: float
+    start: str
+    end: str
+
+
+class OperationOut(BaseModel):
+    id: str
+    owner: str
+    state: OperationState
+    priority: int
+    version: str
+    revision: int
+    start: str
+    end: str
+    updated_at: str
+    volumes: list[VolumeOut]
+    details: dict[str, Any] | None = Field(None, description="Only for the owner.")
+    created_at: str | None = None
+
+
+class ConflictOut(BaseModel):
+    id: str
+    owner: str
+    version: str
+    state: OperationState
+    priority: int
+    conflicting_volumes: list[VolumeOut]
+
+
+class FiledOut(BaseModel):
+    operation: OperationOut
+    conflicts: list[ConflictOut] = Field(
+        description="Other parties' operations this one now conflicts with (all in your key)."
+    )
+
+
+class OperationsOut(BaseModel):
+    operations: list[OperationOut]
+
+
+class ConflictsOut(BaseModel):
+    conflicts: list[ConflictOut]
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    owner: str
+    version: str
+    notification_index: int
+    volumes: list[VolumeOut]
+
+
+class SubscriptionsOut(BaseModel):
+    subscriptions: list[SubscriptionOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    time: str
+    payload: dict[str, Any]
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="Pass as `after` to get the following page.")
+
+
+class PartyOut(BaseModel):
+    id: str
+    name: str
+
+
+class PartiesOut(BaseModel):
+    parties: list[PartyOut]
+
+
+class NewPartyOut(BaseModel):
+    party: PartyOut
+    token: str
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="Stable, machine-readable.")
+    message: str = Field(description="A sentence for a person.")
+    details: Any = None

@@ -1,0 +1,301 @@
+"""The command line: run the service, manage parties, file operations from GeoJSON, play the demo.
+
+The CLI works on the embedded store directly, through the same services as the HTTP API; a
+refusal prints its code and a sentence, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deconfliction.config import Settings
+from deconfliction.core.errors import DeconflictionError, MissingKey
+from deconfliction.core.model import OperationDetails, OperationState
+from deconfliction.formats import format_time, parse_volumes
+from deconfliction.runtime import Runtime
+from deconfliction.security import ADMIN, DEFAULT_SCOPES
+from deconfliction.services.strategic import Filing
+
+app = typer.Typer(
+    help="Deconfliction between parties who share airspace but answer to no common command.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+party_app = typer.Typer(help="Register parties and issue their tokens.", no_args_is_help=True)
+op_app = typer.Typer(help="File, list, show and end operations.", no_args_is_help=True)
+app.add_typer(party_app, name="party")
+app.add_typer(op_app, name="op")
+
+console = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[
+    str, typer.Option("--db", envvar="DECONFLICTION_DB", help="The embedded SQLite file.")
+]
+AsOption = Annotated[str, typer.Option("--as", help="The party acting (name or id).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn refusals and bad files into a clear message and exit status 1, without a traceback."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DeconflictionError as exc:
+            err.print(f"[bold red]refused[/] ({exc.code}): {exc.message}")
+            if isinstance(exc, MissingKey):
+                show_conflicts(exc.details["missing"], err)
+                err.print(
+                    "Look at them, then file again with [bold]--aware[/] to present "
+                    "their versions as your key."
+                )
+            raise typer.Exit(1) from None
+        except (OSError, ValueError) as exc:
+            err.print(f"[bold red]error[/]: {exc}")
+            raise typer.Exit(1) from None
+
+    return run  # type: ignore[return-value]
+
+
+def runtime(db: str) -> Runtime:
+    return Runtime.open(Settings(db=db))
+
+
+def show_conflicts(found: list[Any], out: Console = console) -> None:
+    table = Table(title="Conflicting operations", title_justify="left")
+    for column in ("operation", "owner", "priority", "state", "version", "volumes"):
+        table.add_column(column)
+    for f in found:
+        op = f.operation
+        table.add_row(
+            op.id[:8],
+            op.owner[:8],
+            str(op.priority),
+            op.state.value,
+            op.version,
+            ", ".join(str(i) for i in f.volumes),
+        )
+    out.print(table)
+
+
+def show_operations(ops: list[Any], names: dict[str, str]) -> None:
+    table = Table()
+    for column in ("operation", "owner", "state", "priority", "start", "end", "volumes", "version"):
+        table.add_column(column)
+    for op in ops:
+        table.add_row(
+            op.id,
+            names.get(op.owner, op.owner[:8]),
+            op.state.value,
+            str(op.priority),
+            format_time(op.start),
+            format_time(op.end),
+            str(len(op.volumes)),
+            op.version,
+        )
+    console.print(table)
+
+
+@app.command()
+def serve(
+    db: DbOption = "./deconfliction.db",
+    host: Annotated[str, typer.Option(envvar="DECONFLICTION_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DECONFLICTION_PORT")] = 8080,
+    workers: Annotated[int, typer.Option(envvar="DECONFLICTION_WORKERS")] = 1,
+) -> None:
+    """Run the HTTP service on the embedded store (API docs at /docs)."""
+    import uvicorn
+
+    os.environ["DECONFLICTION_DB"] = db
+    Runtime.open(Settings(db=db)).close()  # create the schema and the signing key once, up front
+    console.print(f"deconfliction on [bold]http://{host}:{port}[/]  (docs: /docs, db: {db})")
+    uvicorn.run(
+        "deconfliction.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@party_app.command("add")
+@friendly
+def party_add(
+    name: str,
+    db: DbOption = "./deconfliction.db",
+    days: Annotated[float, typer.Option(help="Token lifetime in days.")] = 365.0,
+    admin: Annotated[bool, typer.Option(help="Also grant the admin scope.")] = False,
+) -> None:
+    """Register a party and print its bearer token."""
+    rt = runtime(db)
+    party = rt.strategic.add_party(name)
+    scopes = (*DEFAULT_SCOPES, ADMIN) if admin else DEFAULT_SCOPES
+    token = rt.tokens.issue(party.id, scopes, lifetime_s=days * 86_400)
+    console.print(f"party [bold]{party.name}[/] id {party.id}", highlight=False)
+    print(token)
+
+
+@party_app.command("token")
+@friendly
+def party_token(
+    name: str,
+    db: DbOption = "./deconfliction.db",
+    days: Annotated[float, typer.Option(help="Token lifetime in days.")] = 365.0,
+) -> None:
+    """Issue a new token for an existing party."""
+    rt = runtime(db)
+    party = rt.strategic.find_party(name)
+    print(rt.tokens.issue(party.id, DEFAULT_SCOPES, lifetime_s=days * 86_400))
+
+
+@party_app.command("list")
+@friendly
+def party_list(db: DbOption = "./deconfliction.db") -> None:
+    """List the registered parties."""
+    table = Table("name", "id")
+    for p in runtime(db).strategic.list_parties():
+        table.add_row(p.name, p.id)
+    console.print(table)
+
+
+def _read_volumes(path: Path, defaults: dict[str, Any]) -> list[Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if isinstance(data, dict) and "volumes" in data and "type" not in data:
+        data = data["volumes"]
+    return parse_volumes(data, {k: v for k, v in defaults.items() if v is not None})
+
+
+@op_app.command("file")
+@friendly
+def op_file(
+    path: Annotated[Path, typer.Argument(help="GeoJSON Feature(Collection) or a list of volumes.")],
+    who: AsOption,
+    db: DbOption = "./deconfliction.db",
+    state: Annotated[OperationState, typer.Option()] = OperationState.ACCEPTED,
+    priority: Annotated[int, typer.Option(min=0, max=1000)] = 0,
+    aware: Annotated[
+        bool,
+        typer.Option(
+            help="Present the current versions of every conflicting operation as the key."
+        ),
+    ] = False,
+    start: Annotated[str | None, typer.Option(help="Default start (ISO 8601 UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="Default end (ISO 8601 UTC).")] = None,
+    lower: Annotated[float | None, typer.Option(help="Default lower altitude, m.")] = None,
+    upper: Annotated[float | None, typer.Option(help="Default upper altitude, m.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Private to you.")] = None,
+) -> None:
+    """File an operation from a GeoJSON file (properties carry altitudes and times)."""
+    rt = runtime(db)
+    party = rt.strategic.find_party(who)
+    volumes = _read_volumes(
+        path, {"start": start, "end": end, "altitude_lower_m": lower, "altitude_upper_m": upper}
+    )
+    key: tuple[str, ...] = ()
+    if aware:
+        found = rt.strategic.conflicts_for(party.id, volumes)
+        key = tuple(f.operation.version for f in found)
+    result = rt.strategic.file_operation(
+        party.id, Filing(volumes, state, priority, key, OperationDetails(purpose=purpose))
+    )
+    console.print(
+        f"filed [bold]{result.operation.id}[/] {result.operation.state} "
+        f"version {result.operation.version}",
+        highlight=False,
+    )
+    if result.conflicts:
+        show_conflicts(result.conflicts)
+
+
+@op_app.command("list")
+@friendly
+def op_list(
+    who: AsOption,
+    db: DbOption = "./deconfliction.db",
+    all_: Annotated[bool, typer.Option("--all", help="Include ended operations.")] = False,
+) -> None:
+    """List your operations."""
+    rt = runtime(db)
+    party = rt.strategic.find_party(who)
+    names = {p.id: p.name for p in rt.strategic.list_parties()}
+    show_operations(rt.strategic.list_operations(party.id, include_ended=all_), names)
+
+
+@op_app.command("show")
+@friendly
+def op_show(operation_id: str, who: AsOption, db: DbOption = "./deconfliction.db") -> None:
+    """Print an operation as JSON (details only if it is yours)."""
+    from deconfliction.services.views import operation_view
+
+    rt = runtime(db)
+    party = rt.strategic.find_party(who)
+    op = rt.strategic.get_operation(operation_id)
+    print(json.dumps(operation_view(op, owner_view=op.owner == party.id), indent=2))
+
+
+@op_app.command("query")
+@friendly
+def op_query(
+    path: Annotated[Path, typer.Argument(help="The area: GeoJSON or a list of volumes.")],
+    db: DbOption = "./deconfliction.db",
+) -> None:
+    """List every live operation intersecting a 4D area."""
+    rt = runtime(db)
+    names = {p.id: p.name for p in rt.strategic.list_parties()}
+    show_operations(rt.strategic.query_operations(_read_volumes(path, {})), names)
+
+
+@op_app.command("end")
+@friendly
+def op_end(
+    operation_id: str,
+    who: AsOption,
+    db: DbOption = "./deconfliction.db",
+    version: Annotated[str | None, typer.Option(help="Default: the current version.")] = None,
+) -> None:
+    """End one of your operations."""
+    rt = runtime(db)
+    party = rt.strategic.find_party(who)
+    version = version or rt.strategic.get_operation(operation_id).version
+    op = rt.strategic.end_operation(party.id, operation_id, version)
+    console.print(f"ended {op.id} (version {op.version})", highlight=False)
+
+
+@app.command()
+@friendly
+def demo(
+    db: Annotated[str | None, typer.Option(help="Keep the demo's database here.")] = None,
+) -> None:
+    """Play a scripted two-party scenario and show what each side sees."""
+    from deconfliction.demo import play
+
+    play(console, db)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
