@@ -93,18 +93,17 @@ def show_conflicts(found: list[Any], out: Console = console) -> None:
 
 def show_operations(ops: list[Any], names: dict[str, str]) -> None:
     table = Table()
-    for column in ("operation", "owner", "state", "priority", "start", "end", "volumes", "version"):
-        table.add_column(column)
+    table.add_column("operation", overflow="fold")
+    for column in ("owner", "state", "priority", "start", "end"):
+        table.add_column(column, no_wrap=True)
     for op in ops:
         table.add_row(
             op.id,
             names.get(op.owner, op.owner[:8]),
             op.state.value,
             str(op.priority),
-            format_time(op.start),
-            format_time(op.end),
-            str(len(op.volumes)),
-            op.version,
+            format_time(op.start)[:16],
+            format_time(op.end)[:16],
         )
     console.print(table)
 
@@ -231,12 +230,18 @@ def op_list(
     who: AsOption,
     db: DbOption = "./deconfliction.db",
     all_: Annotated[bool, typer.Option("--all", help="Include ended operations.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List your operations."""
+    from deconfliction.services.views import operation_view
+
     rt = runtime(db)
     party = rt.strategic.find_party(who)
-    names = {p.id: p.name for p in rt.strategic.list_parties()}
-    show_operations(rt.strategic.list_operations(party.id, include_ended=all_), names)
+    ops = rt.strategic.list_operations(party.id, include_ended=all_)
+    if as_json:
+        print(json.dumps([operation_view(op, owner_view=True) for op in ops], indent=2))
+        return
+    show_operations(ops, {p.id: p.name for p in rt.strategic.list_parties()})
 
 
 @op_app.command("show")

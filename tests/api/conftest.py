@@ -45,11 +45,19 @@ def iso(offset_s: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset_s))
 
 
-def circle_volume(lat: float = 35.3, lon: float = 36.7, radius_m: float = 5_000.0,
-                  lower: float = 1_000.0, upper: float = 2_000.0, start: float = 3_600.0,
-                  end: float = 7_200.0) -> dict[str, Any]:
+def circle_volume(
+    lat: float = 35.3,
+    lon: float = 36.7,
+    radius_m: float = 5_000.0,
+    lower: float = 1_000.0,
+    upper: float = 2_000.0,
+    start: float = 3_600.0,
+    end: float = 7_200.0,
+) -> dict[str, Any]:
     return {
         "footprint": {"circle": {"center": {"lat": lat, "lon": lon}, "radius_m": radius_m}},
-        "altitude_lower_m": lower, "altitude_upper_m": upper,
-        "start": iso(start), "end": iso(end),
+        "altitude_lower_m": lower,
+        "altitude_upper_m": upper,
+        "start": iso(start),
+        "end": iso(end),
     }

@@ -4,8 +4,6 @@ Every status is decided here from the core's error classes; a route only transla
 service call and back.
 """
 
-from __future__ import annotations
-
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
