@@ -1,0 +1,240 @@
+"""The audit log's rules: a hash chain of entries, sealed by signatures, verifiable by anyone.
+
+Each entry commits to the one before it (``digest = SHA-256(previous digest || canonical entry)``),
+so editing, deleting, inserting or reordering any entry breaks every digest after it. Seals sign
+``(seq, digest)`` with the service's key: a party holding the public key can check an exported
+range on its own, anchored on a sealed digest, without trusting the service's database.
+
+Pure: no I/O, no clock. Stores keep entries; services decide what to append and when to seal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+GENESIS = "0" * 64
+"""The digest before the first entry."""
+
+
+def canonical(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8; floats as Python's shortest repr."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    time: float
+    actor: str
+    action: str
+    subject: str
+    payload: dict[str, Any]
+    prev: str
+    digest: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "actor": self.actor,
+            "action": self.action,
+            "subject": self.subject,
+            "payload": self.payload,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "prev": self.prev, "digest": self.digest}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AuditEntry:
+        return cls(
+            int(data["seq"]),
+            float(data["time"]),
+            str(data["actor"]),
+            str(data["action"]),
+            str(data["subject"]),
+            dict(data["payload"]),
+            str(data["prev"]),
+            str(data["digest"]),
+        )
+
+
+def chain_digest(prev: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode() + b"\n" + canonical(body)).hexdigest()
+
+
+def next_entry(
+    prev: AuditEntry | None,
+    time: float,
+    actor: str,
+    action: str,
+    subject: str,
+    payload: dict[str, Any],
+) -> AuditEntry:
+    """The entry that follows ``prev`` (None for the first)."""
+    seq = prev.seq + 1 if prev else 1
+    prev_digest = prev.digest if prev else GENESIS
+    body = {
+        "seq": seq,
+        "time": time,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload": payload,
+    }
+    return AuditEntry(
+        seq, time, actor, action, subject, payload, prev_digest, chain_digest(prev_digest, body)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Where verification failed: the first entry that does not hold, and why."""
+
+    seq: int
+    reason: str
+
+
+def verify_chain(
+    entries: Iterable[AuditEntry], *, anchor: AuditEntry | None = None, first_seq: int | None = None
+) -> Break | None:
+    """Check that ``entries`` form an unbroken chain; None when intact.
+
+    ``anchor`` is the entry just before the range (None: the range starts at the genesis).
+    """
+    prev_digest = anchor.digest if anchor else GENESIS
+    expected = anchor.seq + 1 if anchor else (first_seq or 1)
+    for entry in entries:
+        if entry.seq != expected:
+            what = "missing" if entry.seq > expected else "out of order or repeated"
+            return Break(expected, f"entry {expected} is {what} (found {entry.seq} next)")
+        if entry.prev != prev_digest:
+            return Break(
+                entry.seq, "does not link to the entry before it (deleted, inserted or reordered)"
+            )
+        if chain_digest(entry.prev, entry.body()) != entry.digest:
+            return Break(entry.seq, "its content does not match its digest (altered)")
+        prev_digest = entry.digest
+        expected += 1
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """The service's signature over the chain up to ``seq``."""
+
+    seq: int
+    digest: str
+    time: float
+    signature: str
+
+    def message(self) -> bytes:
+        return canonical({"seq": self.seq, "digest": self.digest, "time": self.time})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "digest": self.digest,
+            "time": self.time,
+            "signature": self.signature,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Seal:
+        return cls(
+            int(data["seq"]), str(data["digest"]), float(data["time"]), str(data["signature"])
+        )
+
+
+def _sign(key: Any, message: bytes) -> bytes:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(message, ec.ECDSA(hashes.SHA256()))
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    raise TypeError("Seals need an EC or RSA private key.")
+
+
+def seal(entry: AuditEntry, time: float, key: Any) -> Seal:
+    unsigned = Seal(entry.seq, entry.digest, time, "")
+    signature = base64.b64encode(_sign(key, unsigned.message())).decode()
+    return Seal(entry.seq, entry.digest, time, signature)
+
+
+def seal_is_valid(s: Seal, public_key: Any) -> bool:
+    try:
+        raw = base64.b64decode(s.signature, validate=True)
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(raw, s.message(), ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(raw, s.message(), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def public_pem(key: Any) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def make_bundle(
+    anchor: AuditEntry | None,
+    entries: Sequence[AuditEntry],
+    seals: Sequence[Seal],
+    public_key_pem: str,
+) -> dict[str, Any]:
+    """An evidence bundle: a range of entries, the entry before it, the seals that cover it."""
+    return {
+        "format": "deconfliction-audit-bundle/1",
+        "public_key": public_key_pem,
+        "anchor": anchor.to_json() if anchor else None,
+        "entries": [e.to_json() for e in entries],
+        "seals": [s.to_json() for s in seals],
+    }
+
+
+def verify_bundle(bundle: dict[str, Any], public_key_pem: str | None = None) -> list[str]:
+    """Problems found in a bundle (empty when it proves its entries). Needs only the public key.
+
+    The entries must chain from the anchor; at least one valid seal must cover the range's end
+    (a seal at or after the last entry whose digest matches, or that sits inside the range); the
+    anchor, when given, must itself be covered by a valid seal or be the genesis.
+    """
+    problems: list[str] = []
+    key = serialization.load_pem_public_key((public_key_pem or bundle["public_key"]).encode())
+    anchor = AuditEntry.from_json(bundle["anchor"]) if bundle.get("anchor") else None
+    entries = [AuditEntry.from_json(e) for e in bundle["entries"]]
+    seals = [Seal.from_json(s) for s in bundle["seals"]]
+    broken = verify_chain(entries, anchor=anchor)
+    if broken:
+        problems.append(f"entry {broken.seq}: {broken.reason}")
+    valid = [s for s in seals if seal_is_valid(s, key)]
+    if len(valid) < len(seals):
+        problems.append(f"{len(seals) - len(valid)} seal(s) carry an invalid signature")
+    digests = {e.seq: e.digest for e in entries}
+    if anchor:
+        digests[anchor.seq] = anchor.digest
+    for s in valid:
+        if s.seq in digests and digests[s.seq] != s.digest:
+            problems.append(f"seal at entry {s.seq} does not match that entry's digest")
+    if entries and not any(
+        s.seq in digests and digests[s.seq] == s.digest and s.seq >= entries[-1].seq for s in valid
+    ):
+        problems.append(f"no valid seal covers the last entry ({entries[-1].seq})")
+    if anchor and not any(s.seq == anchor.seq and s.digest == anchor.digest for s in valid):
+        problems.append(f"no valid seal vouches for the anchor entry ({anchor.seq})")
+    return problems
