@@ -47,7 +47,7 @@ def format_time(seconds: float) -> str:
 
 
 def _number(data: Mapping[str, Any], key: str, where: str) -> float:
-    value = data.get(key)
+    value = data.get(key) if isinstance(data, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{where}: '{key}' must be a number.", code="invalid_input")
     return float(value)
@@ -102,8 +102,10 @@ def _geojson_footprint(
                 raise InvalidInput(
                     f"{where}: polygons with holes are not supported.", code="invalid_geometry"
                 )
-            ring = coords[0]
-            return Polygon.create([(float(p[1]), float(p[0])) for p in ring])
+            ring = [(float(p[1]), float(p[0])) for p in coords[0]]
+            if len(ring) > 1 and ring[0] == ring[-1]:
+                ring.pop()  # GeoJSON closes its rings; native polygons don't: store them alike
+            return Polygon.create(ring)
         if kind == "Point" and isinstance(coords, list) and len(coords) >= 2:
             if "radius_m" not in props:
                 raise InvalidInput(
@@ -114,7 +116,7 @@ def _geojson_footprint(
             )
     except GeometryError as exc:
         raise InvalidInput(f"{where}: {exc.message}", code=exc.code) from None
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, KeyError):
         raise InvalidInput(
             f"{where}: malformed GeoJSON coordinates.", code="invalid_geometry"
         ) from None
@@ -131,7 +133,10 @@ def parse_volume(
     if not isinstance(data, Mapping):
         raise InvalidInput(f"{where}: a volume must be an object.", code="invalid_input")
     if data.get("type") == "Feature":
-        props = {**(defaults or {}), **(data.get("properties") or {})}
+        properties = data.get("properties") or {}
+        if not isinstance(properties, Mapping):
+            raise InvalidInput(f"{where}: 'properties' must be an object.", code="invalid_input")
+        props = {**(defaults or {}), **properties}
         footprint = _geojson_footprint(data.get("geometry") or {}, props, where)
         fields = props
     else:

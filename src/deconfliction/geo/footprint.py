@@ -40,8 +40,9 @@ plane less than 80 degrees from its centre."""
 
 MIN_RADIUS_M: Final = 1.0
 MIN_THICKNESS_M: Final = 0.01
-"""A polygon whose convex hull is thinner than this (mean thickness, 2 * area / perimeter) encloses
-no area that could ever overlap anything: its vertices are collinear, up to the model's error."""
+"""A polygon thinner than this (mean thickness, 2 * area / perimeter, of its hull or of the ring
+repaired) encloses no area that could ever overlap anything: its vertices are collinear, up to the
+model's error."""
 BOX_MARGIN_DEG: Final = 1e-5
 """Outward margin of index boxes (about a metre), on top of the float32 rounding of the index."""
 
@@ -163,8 +164,11 @@ class Polygon:
         ring = to_unit(ring_lat, ring_lon)
         cap = float(angle(ring, center[None, :]).max()) + 1e-9
         plane = shapely.Polygon(gnomonic(ring, center))
-        hull = plane.convex_hull
-        if hull.area <= 0.0 or 2.0 * hull.area / hull.length < MIN_THICKNESS_M:
+        # A ring along one geodesic is a thin curve in the plane, not a straight line: its hull
+        # can be thick, but the ring, repaired, still encloses nothing.
+        if _thickness(plane.convex_hull) < MIN_THICKNESS_M or (
+            not plane.is_valid and _thickness(shapely.make_valid(plane)) < MIN_THICKNESS_M
+        ):
             raise GeometryError(
                 "degenerate_polygon", "The polygon encloses no area (its vertices are collinear)."
             )
@@ -188,13 +192,13 @@ class Polygon:
         if self.contains_pole or np.any(np.abs(self.lat) > 90.0 - 1e-9):
             lat_lo = -90.0 if self.contains_pole < 0 or self.lat.min() < -90 + 1e-9 else lat_lo
             lat_hi = 90.0 if self.contains_pole > 0 or self.lat.max() > 90 - 1e-9 else lat_hi
-            return [(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)]
+            return _split_lon(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)
         # Along a great-circle arc that misses the poles, longitude is monotonic and changes by
         # less than 180 degrees: unwrapped along the ring (not around the centre, which a ring
         # curling round a pole defeats), the ring points' longitudes bound the whole ring.
         step = (np.diff(self.lon, append=self.lon[:1]) + 180.0) % 360.0 - 180.0
         if np.abs(step).max() > 170.0:  # an arc grazing a pole: take the whole band
-            return [(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)]
+            return _split_lon(-180.0, 180.0, lat_lo - BOX_MARGIN_DEG, lat_hi + BOX_MARGIN_DEG)
         unwrapped = float(self.lon[0]) + np.concatenate([[0.0], np.cumsum(step[:-1])])
         cos_max = math.cos(math.radians(min(max(abs(lat_lo), abs(lat_hi)), 89.9)))
         margin_lon = BOX_MARGIN_DEG / cos_max
@@ -237,7 +241,7 @@ def footprint_from_bytes(blob: bytes) -> Footprint:
         offset = 1 + struct.calcsize(_POLYGON_HEAD)
         coords = np.frombuffer(blob, dtype=np.float64, count=2 * (n + n_vertices), offset=offset)
         lat, lon = coords[:n], coords[n : 2 * n]
-        original = tuple(map(tuple, coords[2 * n :].reshape(n_vertices, 2).tolist()))
+        original = tuple((a, b) for a, b in coords[2 * n :].reshape(n_vertices, 2).tolist())
         return Polygon(original, lat, lon, to_unit(lat, lon), np.array([cx, cy, cz]), cap, pole)
     raise ValueError("not a stored footprint")
 
@@ -289,6 +293,11 @@ def _arc_latitude_range(ring: FloatArray) -> tuple[float, float]:
                 lat_t, _ = to_latlon(top[within])
                 lo, hi = min(lo, float(lat_t.min())), max(hi, float(lat_t.max()))
     return lo, hi
+
+
+def _thickness(shape: shapely.Geometry) -> float:
+    """Mean thickness in metres (2 * area / perimeter) of a planar shape; 0 for a line."""
+    return 2.0 * shape.area / shape.length if shape.length > 0.0 else 0.0
 
 
 def _pole_inside(plane: shapely.Polygon, center: FloatArray, cap: float) -> int:

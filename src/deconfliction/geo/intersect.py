@@ -8,6 +8,7 @@ polygons with densified geodesic edges in a gnomonic plane where those edges are
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import numpy as np
@@ -33,11 +34,12 @@ OVERLAP_TOLERANCE_M: Final = 0.01
 
 def footprints_overlap(a: Footprint, b: Footprint) -> bool:
     """True when the two footprints' interiors overlap by more than the tolerance."""
-    if float(angle(a.center, b.center)) > a.cap_radius + b.cap_radius:
+    between = _angle3(a.center, b.center)
+    if between > a.cap_radius + b.cap_radius:
         return False
     if isinstance(a, Circle) and isinstance(b, Circle):
         reach = a.radius_m + b.radius_m - OVERLAP_TOLERANCE_M
-        sure = _decided_by_sphere(float(angle(a.center, b.center)), reach)
+        sure = _decided_by_sphere(between, reach)
         if sure is not None:
             return sure
         _, _, dist = GEOD.inv(a.lon, a.lat, b.lon, b.lat)
@@ -48,6 +50,14 @@ def footprints_overlap(a: Footprint, b: Footprint) -> bool:
     if isinstance(b, Circle):
         return _circle_polygon(b, a)
     return _polygon_polygon(a, b)
+
+
+def _angle3(a: FloatArray, b: FloatArray) -> float:
+    """``angle`` for two single vectors in plain floats: numpy's per-call cost dominates here."""
+    ax, ay, az = a.tolist()
+    bx, by, bz = b.tolist()
+    cx, cy, cz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    return math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), ax * bx + ay * by + az * bz)
 
 
 def _decided_by_sphere(arc: float, reach_m: float) -> bool | None:
@@ -78,11 +88,62 @@ def _polygon_polygon(a: Polygon, b: Polygon) -> bool:
     common = pa.intersection(pb)
     if common.area <= 0.0:
         return False
-    # Mean thickness of the common region: large for a real overlap, ~1e-9 m for a float sliver.
-    return 2.0 * common.area / common.length > OVERLAP_TOLERANCE_M
+    # Overlap means the common region holds a disc OVERLAP_TOLERANCE_M across. A region's inradius
+    # is at least area / perimeter, so a large mean thickness settles it at once; otherwise a long
+    # sub-tolerance sliver (a border digitised twice) may still hide a real incursion: shrink the
+    # region by the disc's radius and see whether anything is left.
+    if 2.0 * common.area / common.length > OVERLAP_TOLERANCE_M:
+        return True
+    return not common.buffer(-OVERLAP_TOLERANCE_M / 2, quad_segs=2).is_empty
 
 
 def _circle_polygon(c: Circle, p: Polygon) -> bool:
+    reach = c.radius_m - OVERLAP_TOLERANCE_M
+    seen = _ring_seen_from(c.center, p.xyz)
+    if seen is None:  # part of the ring is near or past the circle centre's horizon
+        return _circle_polygon_far(c, p)
+    arc, inside = seen
+    sure = _decided_by_sphere(arc, reach)
+    if sure or inside:
+        return True
+    if sure is False:
+        return False
+    return distance_to_ring_m(c.center, c.lat, c.lon, p.xyz) < reach
+
+
+def _ring_seen_from(point: FloatArray, ring: FloatArray) -> tuple[float, bool] | None:
+    """Angle (radians) from ``point`` to the nearest point of the ring of great-circle arcs, and
+    whether ``point`` lies inside the ring; None if the ring reaches beyond 84 degrees from it.
+
+    In the gnomonic projection centred on the point itself the arcs are segments and the angle
+    from the centre is atan of the planar distance, so the planar nearest point is the spherical
+    one, exactly, and an even-odd ray test from the origin tells inside from outside.
+    """
+    px, py, pz = point.tolist()
+    norm = math.hypot(px, py)
+    ex, ey = (-py / norm, px / norm) if norm > 1e-12 else (0.0, 1.0)
+    north = (-pz * ey, pz * ex, px * ey - py * ex)  # point x east
+    proj = ring @ np.array([[ex, north[0], px], [ey, north[1], py], [0.0, north[2], pz]])
+    depth = proj[:, 2]
+    if depth.min() < 0.1:
+        return None
+    x, y = proj[:, 0] / depth, proj[:, 1] / depth
+    x2, y2 = np.roll(x, -1), np.roll(y, -1)
+    dx, dy = x2 - x, y2 - y
+    length2 = dx * dx + dy * dy
+    t = np.clip(-(x * dx + y * dy) / np.where(length2 > 0.0, length2, 1.0), 0.0, 1.0)
+    cx, cy = x + t * dx, y + t * dy
+    arc = math.atan(math.sqrt(float((cx * cx + cy * cy).min())))
+    crosses = (y > 0.0) != (y2 > 0.0)
+    if crosses.any():
+        xc, yc, dxc, dyc = x[crosses], y[crosses], dx[crosses], dy[crosses]
+        inside = bool(np.count_nonzero(xc - yc * dxc / dyc > 0.0) % 2)
+    else:
+        inside = False
+    return arc, inside
+
+
+def _circle_polygon_far(c: Circle, p: Polygon) -> bool:
     center = _shared_center(c, p)
     plane = shapely.Polygon(gnomonic(p.xyz, center))
     xy = gnomonic(c.center[None, :], center)[0]
@@ -147,5 +208,5 @@ def footprint_contains(fp: Footprint, lat: FloatArray, lon: FloatArray) -> np.nd
     if ok.any():
         xy = gnomonic(pts[ok], fp.center)
         plane = shapely.Polygon(gnomonic(fp.xyz, fp.center))
-        out[ok] = shapely.covers_xy(plane, xy[:, 0], xy[:, 1])
+        out[ok] = shapely.intersects_xy(plane, xy[:, 0], xy[:, 1])  # boundary included
     return out.reshape(lat.shape)

@@ -1,7 +1,7 @@
 """Unit-sphere helpers: the sphere model that makes polygon edges straight.
 
 Coordinates are WGS84 geodetic degrees. Polygon edges are ellipsoidal geodesics; we densify them
-(see :mod:`deconfliction.geo.footprint`) until each piece is within a few centimetres of the great
+(see :mod:`deconfliction.geo.footprint`) until each piece is within 2 millimetres of the great
 circle through its ends on the sphere that carries the same latitude and longitude. On that sphere
 the gnomonic projection maps every great circle to a straight line, so planar polygon algebra
 (shapely) is exact there. Distances that must be true metres use :data:`GEOD` on the ellipsoid.

@@ -1,0 +1,80 @@
+"""Shared fixtures: a store factory every store-backed test runs against, and a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deconfliction.services.strategic import Strategic
+from deconfliction.stores.base import Store
+from deconfliction.stores.sqlite import SqliteStore
+
+T0 = 1_800_000_000.0
+"""'Now' for service tests (2027-01-15T08:00:00Z): a fixed instant, so tests never race the clock."""
+
+StoreFactory = Callable[[], Store]
+
+
+def _sqlite(directory: Path) -> Callable[[], Store]:
+    count = 0
+
+    def make() -> Store:
+        nonlocal count
+        count += 1
+        # Durability is not under test here; skipping fsync keeps the suite fast.
+        return SqliteStore(directory / f"store-{count}.db", synchronous="OFF")
+
+    return make
+
+
+_BACKENDS = {"sqlite": _sqlite}
+# PostgreSQL support arrives in a later issue; its store joins the contract by adding one param:
+#     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+#     ids=["sqlite", "postgres"],
+# with a "postgres" entry in _BACKENDS that makes a fresh database (or schema) per store.
+
+
+@pytest.fixture(params=["sqlite"], ids=["sqlite"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes fresh, empty stores of one kind; each is closed when the test ends."""
+    make = _BACKENDS[request.param](tmp_path)
+    made: list[Store] = []
+
+    def factory() -> Store:
+        store = make()
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> Store:
+    return store_factory()
+
+
+class Clock:
+    """A clock the test moves by hand: ``clock()`` is what the service sees as now."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def strategic(store: Store, clock: Clock) -> Strategic:
+    return Strategic(store, clock=clock)

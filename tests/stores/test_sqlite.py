@@ -1,0 +1,102 @@
+"""What only the SQLite store promises: one file that reopens as it was, an hour-aligned epoch,
+index boxes rounded outward to float32, and retries when the database is busy."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deconfliction.core.errors import Unavailable
+from deconfliction.core.model import Operation, OperationState
+from deconfliction.geo import Circle, Polygon, Volume
+from deconfliction.stores.sqlite import SqliteStore
+
+T = 1_800_000_000.0
+
+
+def operation(op_id: str, *volumes: Volume) -> Operation:
+    return Operation(op_id, "alpha", OperationState.ACCEPTED, 0, volumes, "v1", 1, T, T)
+
+
+def test_a_reopened_file_keeps_its_data_epoch_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    first = SqliteStore(path, synchronous="OFF")
+    v = Volume.create(Circle.create(10.0, 20.0, 500.0), 0.0, 100.0, T, T + 60.0)
+    first.transact(lambda tx: tx.put_operation(operation("op", v)))
+    epoch, schema = first.epoch, first.schema_version
+    first.close()
+
+    again = SqliteStore(path, synchronous="OFF")
+    try:
+        assert (again.epoch, again.schema_version) == (epoch, schema) and schema >= 1
+        assert epoch % 3_600 == 0
+        found = again.transact(lambda tx: tx.operation_candidates([v]), write=False)
+        assert [op.id for op in found] == ["op"]
+    finally:
+        again.close()
+
+
+def test_stored_index_boxes_contain_the_volume_after_float32_rounding(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db", synchronous="OFF")
+    try:
+        e = store.epoch
+        ring = [
+            (10.000_001, 179.999_9),
+            (10.000_001, -179.999_9),
+            (10.1, -179.999_9),
+            (10.1, 179.999_9),
+        ]
+        volumes = (
+            Volume.create(Circle.create(0.1, 0.2, 333.3), 0.3, 100.1, e + 1_000.1, e + 2_000.3),
+            Volume.create(Polygon.create(ring), -7.7, 9_999.9, e + 86_400.7, e + 90_000.9),
+        )
+        store.transact(lambda tx: tx.put_operation(operation("op", *volumes)))
+        rows = store.transact(
+            lambda tx: tx.db.execute(
+                "SELECT lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 FROM operation_index"
+            ).fetchall(),
+            write=False,
+        )
+        wanted = [box for v in volumes for box in v.index_boxes()]
+        assert len(rows) == len(wanted) == 3  # the polygon wraps the antimeridian: two boxes
+        for row, box in zip(sorted(rows), sorted(wanted), strict=True):
+            stored = np.array(row)
+            assert np.all(stored.astype(np.float32) == stored), "the index holds float32"
+            lo = np.array([box[0], box[2], box[4], box[6] - e])
+            hi = np.array([box[1], box[3], box[5], box[7] - e])
+            assert np.all(stored[0::2] <= lo) and np.all(stored[1::2] >= hi)
+            assert np.all(hi - lo >= 0) and np.all(stored[1::2] - hi < 1e-3 * np.maximum(1, hi))
+    finally:
+        store.close()
+
+
+def test_a_busy_database_is_retried_then_reported_unavailable(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db", synchronous="OFF", max_attempts=3)
+    try:
+        calls = []
+
+        def busy_once(tx) -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return "done"
+
+        assert store.transact(busy_once) == "done" and len(calls) == 2
+
+        def always_busy(tx) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        with pytest.raises(Unavailable) as exc:
+            store.transact(always_busy)
+        assert exc.value.code == "unavailable"
+
+        def broken(tx) -> None:
+            raise sqlite3.OperationalError("no such table: nowhere")
+
+        with pytest.raises(sqlite3.OperationalError):
+            store.transact(broken)
+    finally:
+        store.close()
