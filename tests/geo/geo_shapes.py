@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from geo_reference import GEOD
 
 from deconfliction.geo import Circle, Polygon
+
+from .geo_reference import GEOD
 
 SCALES = {
     # (smallest, largest) size in metres: a circle's radius, a polygon's largest vertex distance.

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geo_reference import (
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from deconfliction.geo import Circle, Polygon, footprints_overlap
+
+from .geo_reference import (
     SURE_M,
     GeodesicPolygon,
     circle_polygon_overlap,
     circles_overlap,
     polygons_overlap,
 )
-from geo_shapes import REGIONS, offset, pair_centres, size, star_vertices
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
-
-from deconfliction.geo import Circle, Polygon, footprints_overlap
+from .geo_shapes import REGIONS, offset, pair_centres, size, star_vertices
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -92,7 +93,7 @@ AZIMUTHS = [0.0, 37.0, 90.0, 128.0]
 def perpendicular(lat, lon, azimuth, along_m, side, across_m):
     """The point ``across_m`` to the left (side=-1) or right (+1) of the geodesic that leaves
     (lat, lon) at ``azimuth``, measured from the point ``along_m`` along it."""
-    from geo_reference import GEOD
+    from .geo_reference import GEOD
 
     lon1, lat1, back = GEOD.fwd(lon, lat, azimuth, along_m)
     return offset(float(lat1), float(lon1), float(back) + 180.0 + 90.0 * side, across_m)
@@ -102,7 +103,7 @@ def perpendicular(lat, lon, azimuth, along_m, side, across_m):
 @pytest.mark.parametrize("azimuth", AZIMUTHS)
 @pytest.mark.parametrize("radii", [(1.0, 2.0), (5_000.0, 10_000.0), (1_500_000.0, 900_000.0)])
 def test_tangent_circles_do_not_overlap_but_one_metre_does(lat, lon, azimuth, radii):
-    from geo_reference import distance_m
+    from .geo_reference import distance_m
 
     lat2, lon2 = offset(lat, lon, azimuth, radii[0] + radii[1])
     d = float(distance_m(lat, lon, lat2, lon2))
@@ -194,7 +195,7 @@ def test_a_metre_deep_incursion_counts_even_beside_a_long_sub_tolerance_sliver()
 def test_giant_footprints_reaching_past_each_others_horizon(gap_deg, kind):
     """A 4,000 km circle beside a continent whose far side is more than 90 degrees from the
     circle's centre: the answer still follows the geodesics."""
-    from geo_reference import GEOD
+    from .geo_reference import GEOD
 
     radius = 4_000_000.0
     lon_edge, _, _ = GEOD.fwd(0.0, 0.0, 90.0, radius)  # where the circle ends along the equator

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geo_reference import GEOD, GeodesicPolygon
-from geo_shapes import REGIONS, SCALES, pair_centres, point, random_footprint, size
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deconfliction.geo import Circle, Polygon, footprint_contains, footprints_overlap
 from deconfliction.geo.sphere import angle, to_unit
+
+from .geo_reference import GEOD, GeodesicPolygon
+from .geo_shapes import REGIONS, SCALES, pair_centres, point, random_footprint, size
 
 SEEDS = st.integers(0, 2**32 - 1)
 KINDS = st.sampled_from(["circle", "polygon"])

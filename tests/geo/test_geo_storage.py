@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from geo_shapes import REGIONS, SCALES, point, random_footprint, size
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deconfliction.geo import footprint_contains, footprint_from_bytes, footprints_overlap
+
+from .geo_shapes import REGIONS, SCALES, point, random_footprint, size
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from geo_reference import GEOD
 
 from deconfliction.geo import Circle, GeometryError, Polygon, footprints_overlap
+
+from .geo_reference import GEOD
 
 M = 1.0 / 111_320.0  # about a metre in degrees at the equator
 
