@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from deconfliction.core.hotline import HotlinePolicy
 from deconfliction.services.strategic import Strategic
 from deconfliction.stores.base import Store
 from deconfliction.stores.sqlite import SqliteStore
@@ -75,6 +76,11 @@ def clock() -> Clock:
     return Clock()
 
 
+NO_LEAD_TIME = HotlinePolicy(default_lead_time_s=0.0)
+"""Notice lead time off: event tests count subscription and conflict events only; late notices
+have tests of their own (tests/services/test_notices.py)."""
+
+
 @pytest.fixture
 def strategic(store: Store, clock: Clock) -> Strategic:
-    return Strategic(store, clock=clock)
+    return Strategic(store, clock=clock, hotline_policy=NO_LEAD_TIME)

@@ -60,6 +60,13 @@ def _feed(console: Console, rt: Runtime, party: Any, names: dict[str, str], afte
                 f"operation {op['id'][:8]} is {op['state']}, priority {op['priority']}, "
                 f"{op['start'][11:16]}Z–{op['end'][11:16]}Z"
             )
+        elif ev.kind == "late_notice":
+            to = names.get(ev.payload["to"], ev.payload["to"])
+            text = (
+                f"[bold red]LATE NOTICE (flash)[/]: {to} was told of {owner}'s operation "
+                f"{op['id'][:8]} {ev.payload['lead_s'] / 60:.0f} min before it became active; "
+                f"the agreement is {ev.payload['required_s'] / 60:.0f} min"
+            )
         else:
             mine = ", ".join(x[:8] for x in ev.payload["conflicts_with"])
             text = (
@@ -168,7 +175,12 @@ def _script(console: Console, rt: Runtime) -> None:
             details=OperationDetails(purpose="medical evacuation"),
         ),
     ).operation
-    _say(console, "Red", f"activates medevac {medevac.id[:8]}, priority 5, corridor 36.95–37.05°E")
+    _say(
+        console,
+        "Red",
+        f"activates medevac {medevac.id[:8]} at once, priority 5, corridor "
+        "36.95–37.05°E: not refused (freedom of action), but flagged as a late notice",
+    )
     seen[blue.id] = _feed(console, rt, blue, names, seen[blue.id])
 
     console.rule("5. Blue tries to stretch its patrol east into the corridor")

@@ -35,7 +35,11 @@ def test_a_stored_footprint_answers_like_the_original(seed, kind, scale, region)
     for _ in range(6):
         other_kind = "circle" if rng.random() < 0.5 else "polygon"
         other, _ = random_footprint(
-            rng, other_kind, lat0 + rng.normal(0, 0.01), lon0, size(rng, scale)
+            rng,
+            other_kind,
+            float(np.clip(lat0 + rng.normal(0, 0.01), -90, 90)),
+            lon0,
+            size(rng, scale),
         )
         assert footprints_overlap(restored, other) == footprints_overlap(original, other)
         assert footprints_overlap(other, restored) == footprints_overlap(other, original)

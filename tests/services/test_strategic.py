@@ -25,6 +25,7 @@ from deconfliction.geo import Circle, Polygon, Volume
 from deconfliction.services.strategic import Filing, Strategic, conflict_details
 from deconfliction.services.views import operation_view
 from deconfliction.stores.base import Store
+from tests.conftest import NO_LEAD_TIME
 
 S = OperationState
 NOW = 1_800_000_000.0
@@ -693,7 +694,7 @@ class FailingRecordStore:
 def test_events_and_the_change_are_written_in_one_transaction(world: World, clock) -> None:
     sub = world.svc.subscribe(world.c, [vol()])
     theirs = world.file(world.a)
-    failing = Strategic(FailingRecordStore(world.store), clock=clock)
+    failing = Strategic(FailingRecordStore(world.store), clock=clock, hotline_policy=NO_LEAD_TIME)
 
     with pytest.raises(RuntimeError):
         failing.file_operation(world.b, Filing([vol()], key=[theirs.version]))

@@ -105,3 +105,80 @@ class WriteRecord:
     key: tuple[str, ...]
     conflicts: tuple[tuple[str, str], ...]
     """(operation id, version) of every other party's operation it conflicted with."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartySettings:
+    """How a party wants to be reached, and who is told when it does not answer."""
+
+    party_id: str
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    escalation_parties: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A hotline message from one party to others."""
+
+    id: str
+    sender: str
+    recipients: tuple[str, ...]
+    kind: str
+    urgency: int
+    text: str
+    sent_at: float
+    ack_deadline: float | None = None
+    operation_id: str | None = None
+    alert_id: str | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One recipient's copy of a message: acknowledged or not, and how far it has escalated."""
+
+    message_id: str
+    party_id: str
+    acked_at: float | None
+    level: int
+    next_at: float | None
+    """When escalation next falls due (None: acknowledged, no deadline, or fully escalated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    party_id: str
+    last_heartbeat: float | None
+    availability: str
+    changed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """The record that a party was told of an operation, with its lead time."""
+
+    operation_id: str
+    owner: str
+    party_id: str
+    told_at: float
+    active_at: float
+    required_s: float
+    late: bool
+
+    @property
+    def lead_s(self) -> float:
+        return self.active_at - self.told_at
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookCursor:
+    """How far a party's webhook has been fed, and who holds the right to feed it now."""
+
+    party_id: str
+    delivered: int
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float
+    last_error: str | None = None

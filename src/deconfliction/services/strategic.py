@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from deconfliction.core import rules
+from deconfliction.core import hotline, rules
 from deconfliction.core.errors import Forbidden, InvalidInput, NotFound, VersionMismatch
 from deconfliction.core.model import (
     Event,
+    Notice,
     Operation,
     OperationDetails,
     OperationState,
@@ -28,6 +29,7 @@ from deconfliction.core.model import (
 )
 from deconfliction.core.policy import Policy
 from deconfliction.geo import Volume
+from deconfliction.services import audit
 from deconfliction.services.views import found_view, operation_view
 from deconfliction.stores.base import Store, Tx
 
@@ -54,6 +56,10 @@ class Filed:
 
     operation: Operation
     conflicts: list[rules.Found]
+    late_notice_to: list[str] = field(default_factory=list)
+    """Parties told later than the lead time agreed with them (flagged, not refused)."""
+    unreachable: list[str] = field(default_factory=list)
+    """Owners of conflicting operations who are Unresponsive or Down right now."""
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Strategic:
     store: Store
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], float] = time.time
+    hotline_policy: hotline.HotlinePolicy = field(default_factory=hotline.HotlinePolicy)
 
     # Parties ---------------------------------------------------------------------------------
     def add_party(self, name: str) -> Party:
@@ -218,7 +225,10 @@ class Strategic:
             rules.check_awareness(op.state, op.priority, found, key, self.policy)
         tx.put_operation(op)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
-        self._notify(tx, op, touched, found, old, now)
+        told = self._notify(tx, op, touched, found, old, now)
+        late = self._give_notice(tx, op, told, now) if op.live else []
+        unreachable = self._unreachable(tx, op, found, now)
+        conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         tx.record_write(
             WriteRecord(
                 operation_id=op.id,
@@ -227,10 +237,26 @@ class Strategic:
                 state=op.state,
                 time=now,
                 key=tuple(key),
-                conflicts=tuple((f.operation.id, f.operation.version) for f in found),
+                conflicts=conflicts,
             )
         )
-        return Filed(op, found)
+        action = "file" if old is None else ("end" if not op.live else "update")
+        audit.append(
+            tx,
+            now,
+            op.owner,
+            f"operation.{action}",
+            op.id,
+            {
+                "operation": operation_view(op, owner_view=False),
+                "details_digest": audit.digest_of(op.details.to_json()),
+                "previous_version": old.version if old else None,
+                "key": list(key),
+                "conflicts": [list(c) for c in conflicts],
+                "late_notice_to": late,
+            },
+        )
+        return Filed(op, found, late, unreachable)
 
     def _notify(
         self,
@@ -240,9 +266,13 @@ class Strategic:
         found: list[rules.Found],
         old: Operation | None,
         now: float,
-    ) -> None:
-        """Events for subscribers whose areas the change touches, and for affected parties."""
+    ) -> set[str]:
+        """Events for subscribers whose areas the change touches, and for affected parties.
+
+        Returns the parties told, who thereby received notice of the operation.
+        """
         reference = operation_view(op, owner_view=False)
+        told: set[str] = set()
         for sub in tx.subscription_candidates(touched):
             if sub.owner == op.owner or not rules.any_overlap(touched, sub.volumes):
                 continue
@@ -257,6 +287,7 @@ class Strategic:
                     "operation": reference,
                 },
             )
+            told.add(sub.owner)
         affected: dict[str, list[str]] = {}
         for f in found:
             affected.setdefault(f.operation.owner, []).append(f.operation.id)
@@ -266,15 +297,70 @@ class Strategic:
                 if prior.owner not in affected and rules.any_overlap(old.volumes, prior.volumes):
                     affected.setdefault(prior.owner, [])
         for owner, theirs in affected.items():
-            tx.add_event(
-                owner,
-                "conflict",
-                now,
-                {
-                    "operation": reference,
-                    "conflicts_with": theirs,
-                },
-            )
+            tx.add_event(owner, "conflict", now, {"operation": reference, "conflicts_with": theirs})
+            told.add(owner)
+        return told
+
+    def _give_notice(self, tx: Tx, op: Operation, told: set[str], now: float) -> list[str]:
+        """Record each party's notice of a live operation; flag and push the late ones.
+
+        A notice runs from the first time a party was told to the moment the operation becomes
+        active (its start, or now if it is activated earlier). A late notice is never refused.
+        """
+        if not told:
+            return []
+        active_at = now if op.state is OperationState.ACTIVATED else op.start
+        agreements = tx.lead_times()
+        late: list[str] = []
+        for party in sorted(told):
+            notice = tx.get_notice(op.id, party)
+            required = hotline.min_lead_time(op.owner, party, agreements, self.hotline_policy)
+            told_at = notice.told_at if notice else now
+            active = min(active_at, notice.active_at) if notice else active_at
+            check = hotline.notice_lead(told_at, active, required)
+            if notice is None or active < notice.active_at:
+                tx.put_notice(Notice(op.id, op.owner, party, told_at, active, required, check.late))
+            if check.late and not (notice and notice.late):
+                late.append(party)
+                payload = {
+                    "operation": operation_view(op, owner_view=False),
+                    "to": party,
+                    "lead_s": check.lead_s,
+                    "required_s": required,
+                    "urgency": hotline.Urgency.FLASH.name.lower(),
+                }
+                tx.add_event(party, "late_notice", now, payload)
+                tx.add_event(op.owner, "late_notice", now, payload)
+        return late
+
+    def _unreachable(
+        self, tx: Tx, op: Operation, found: list[rules.Found], now: float
+    ) -> list[str]:
+        """Parties in conflict with ``op`` who cannot be reached now; both sides are warned.
+
+        Filing stays possible (freedom of action): the filer learns in its answer which
+        counterparts are silent, and when the filer itself is silent, every party it now
+        conflicts with is told that it cannot be reached.
+        """
+        silent = {hotline.Availability.UNRESPONSIVE.value, hotline.Availability.DOWN.value}
+        owners = sorted({f.operation.owner for f in found})
+        unreachable = [
+            p for p in owners if (x := tx.get_liveness(p)) is not None and x.availability in silent
+        ]
+        me = tx.get_liveness(op.owner)
+        if me is not None and me.availability in silent:
+            for party in owners:
+                tx.add_event(
+                    party,
+                    "counterpart_unreachable",
+                    now,
+                    {
+                        "party_id": op.owner,
+                        "availability": me.availability,
+                        "operation": operation_view(op, owner_view=False),
+                    },
+                )
+        return unreachable
 
     # Subscriptions ---------------------------------------------------------------------------
     def subscribe(self, party: str, volumes: Sequence[Volume]) -> Subscription:
