@@ -21,7 +21,7 @@ from rich.table import Table
 from deconfliction.config import Settings
 from deconfliction.core.errors import DeconflictionError, MissingKey
 from deconfliction.core.model import OperationDetails, OperationState
-from deconfliction.formats import format_time, parse_volumes
+from deconfliction.formats import format_time, parse_time, parse_volumes
 from deconfliction.runtime import Runtime
 from deconfliction.security import ADMIN, DEFAULT_SCOPES
 from deconfliction.services.strategic import Filing
@@ -33,14 +33,21 @@ app = typer.Typer(
 )
 party_app = typer.Typer(help="Register parties and issue their tokens.", no_args_is_help=True)
 op_app = typer.Typer(help="File, list, show and end operations.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(party_app, name="party")
 app.add_typer(op_app, name="op")
+app.add_typer(db_app, name="db")
+audit_app = typer.Typer(
+    help="Verify and export the tamper-evident audit log.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)
 
 DbOption = Annotated[
-    str, typer.Option("--db", envvar="DECONFLICTION_DB", help="The embedded SQLite file.")
+    str,
+    typer.Option("--db", envvar="DECONFLICTION_DB", help="The SQLite file or a postgresql:// URL."),
 ]
 AsOption = Annotated[str, typer.Option("--as", help="The party acting (name or id).")]
 
@@ -282,6 +289,130 @@ def op_end(
     version = version or rt.strategic.get_operation(operation_id).version
     op = rt.strategic.end_operation(party.id, operation_id, version)
     console.print(f"ended {op.id} (version {op.version})", highlight=False)
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade(db: DbOption = "./deconfliction.db") -> None:
+    """Apply pending schema migrations (the service also does at start); print the version."""
+    from deconfliction.runtime import open_store
+
+    store = open_store(Settings(db=db))
+    try:
+        print(f"schema version {store.schema_version}")  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+@audit_app.command("verify")
+@friendly
+def audit_verify(
+    db: DbOption = "./deconfliction.db",
+    bundle: Annotated[
+        Path | None,
+        typer.Option(help="Verify an exported evidence bundle instead of the database."),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The service's public key (PEM) to check a bundle against; default: the "
+            "key inside the bundle."
+        ),
+    ] = None,
+) -> None:
+    """Prove the audit chain intact, or point at the first altered or missing entry."""
+    if bundle is not None:
+        from deconfliction.core.audit import verify_bundle
+
+        data = json.loads(bundle.read_text())
+        problems = verify_bundle(data, key.read_text() if key else None)
+        if problems:
+            for problem in problems:
+                err.print(f"[bold red]broken[/]: {problem}")
+            raise typer.Exit(1)
+        console.print(
+            f"[green]intact[/]: {len(data['entries'])} entries, "
+            f"{len(data['seals'])} seals, all signatures valid"
+        )
+        return
+    result = runtime(db).audit.verify()
+    if not result.intact:
+        if result.broken:
+            err.print(f"[bold red]broken[/] at entry {result.broken.seq}: {result.broken.reason}")
+        for seq in result.bad_seals:
+            err.print(f"[bold red]bad seal[/] at entry {seq}")
+        raise typer.Exit(1)
+    console.print(f"[green]intact[/]: {result.entries} entries, {result.seals} seals")
+
+
+@audit_app.command("export")
+@friendly
+def audit_export(
+    start: Annotated[str, typer.Option("--from", help="UTC, ISO 8601.")],
+    end: Annotated[str, typer.Option("--to", help="UTC, ISO 8601.")],
+    out: Annotated[Path, typer.Option(help="Where to write the bundle (JSON).")],
+    db: DbOption = "./deconfliction.db",
+) -> None:
+    """Write an evidence bundle (entries, seals, public key) a party can verify on its own."""
+    bundle = runtime(db).audit.export(parse_time(start, "--from"), parse_time(end, "--to"))
+    out.write_text(json.dumps(bundle, indent=1))
+    console.print(
+        f"wrote {len(bundle['entries'])} entries and {len(bundle['seals'])} seals to {out}"
+    )
+
+
+@app.command()
+@friendly
+def report(
+    start: Annotated[str, typer.Option("--from", help="UTC, ISO 8601.")],
+    end: Annotated[str, typer.Option("--to", help="UTC, ISO 8601.")],
+    out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    db: DbOption = "./deconfliction.db",
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+) -> None:
+    """Write the review report for a coordination meeting: one self-contained HTML page."""
+    import time
+
+    from deconfliction.services.report import build_report
+
+    rt = runtime(db)
+    page = build_report(
+        rt.store, parse_time(start, "--from"), parse_time(end, "--to"), now=time.time(), title=title
+    )
+    out.write_text(page)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+@friendly
+def worker(db: DbOption = "./deconfliction.db") -> None:
+    """Run only the periodic duties (webhooks, escalation, liveness, seals) until interrupted."""
+    import time
+
+    rt = runtime(db)
+    duties = rt.duties()
+    duties.start()
+    console.print(f"deconfliction worker on {db}: delivering webhooks, escalating, sealing")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        duties.stop()
+
+
+@party_app.command("agree")
+@friendly
+def party_agree(
+    party_a: str,
+    party_b: str,
+    minutes: Annotated[float, typer.Option(help="Minimum notice lead time.")],
+    db: DbOption = "./deconfliction.db",
+) -> None:
+    """Record the notice lead time two parties agreed (default for others: 15 min)."""
+    rt = runtime(db)
+    a, b = rt.strategic.find_party(party_a), rt.strategic.find_party(party_b)
+    rt.hotline.agree_lead_time("admin", a.id, b.id, minutes)
+    console.print(f"{a.name} and {b.name}: notice at least {minutes:g} min ahead")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from deconfliction.config import Settings
@@ -10,11 +11,20 @@ from deconfliction.security import (
     load_or_create_signing_key,
     load_public_key,
 )
+from deconfliction.services.audit import AuditLog
+from deconfliction.services.background import Duties
+from deconfliction.services.delivery import Post, WebhookDelivery, httpx_post
+from deconfliction.services.hotline import Hotline
 from deconfliction.services.strategic import Strategic
 from deconfliction.stores.base import Store
 
 
 def open_store(settings: Settings) -> Store:
+    """The store ``settings.db`` names: a ``postgresql://`` URL or a SQLite file."""
+    if settings.db_is_url:
+        from deconfliction.stores.postgres import PostgresStore
+
+        return PostgresStore(settings.db)
     from deconfliction.stores.sqlite import SqliteStore
 
     return SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
@@ -26,6 +36,8 @@ class Runtime:
     store: Store
     strategic: Strategic
     tokens: TokenAuthority
+    hotline: Hotline
+    audit: AuditLog
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Runtime:
@@ -33,13 +45,26 @@ class Runtime:
 
         settings = settings or Settings()
         store = open_store(settings)
+        signing_key = load_or_create_signing_key(settings.signing_key_path)
         tokens = TokenAuthority(
-            load_or_create_signing_key(settings.signing_key_path),
+            signing_key,
             [load_public_key(Path(p)) for p in settings.trusted_keys],
             audience=settings.audience,
             issuer=settings.issuer,
         )
-        return cls(settings, store, Strategic(store, settings.policy()), tokens)
+        hotline_policy = settings.hotline_policy()
+        return cls(
+            settings,
+            store,
+            Strategic(store, settings.policy(), hotline_policy=hotline_policy),
+            tokens,
+            Hotline(store, hotline_policy),
+            AuditLog(store, signing_key, time.time),
+        )
+
+    def duties(self, post: Post | None = None) -> Duties:
+        """The periodic work of this process (webhooks, escalation, liveness, seals)."""
+        return Duties(self.hotline, self.audit, WebhookDelivery(self.store, post or httpx_post()))
 
     def close(self) -> None:
         self.store.close()

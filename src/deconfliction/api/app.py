@@ -5,7 +5,8 @@ service call and back.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deconfliction import __version__
+from deconfliction.api import hotline as hotline_routes
 from deconfliction.api import schemas as s
 from deconfliction.core import errors as e
 from deconfliction.core.model import OperationDetails
@@ -101,11 +103,26 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(runtime: Runtime | None = None) -> FastAPI:
+def create_app(runtime: Runtime | None = None, *, background: bool = False) -> FastAPI:
+    """The application; with ``background`` it also runs this process's periodic duties
+    (webhook delivery, escalation, liveness, audit seals) while it serves."""
     runtime = runtime or Runtime.open()
     strategic = runtime.strategic
     limits = strategic.policy.limits
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        duties = runtime.duties() if background else None
+        if duties:
+            duties.start()
+        try:
+            yield
+        finally:
+            if duties:
+                duties.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="deconfliction",
         version=__version__,
         summary="Strategic deconfliction between parties who share airspace.",
@@ -200,6 +217,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return {
             "operation": operation_view(result.operation, owner_view=True),
             "conflicts": [found_view(f) for f in result.conflicts],
+            "late_notice_to": result.late_notice_to,
+            "unreachable": result.unreachable,
         }
 
     @app.get("/v1/health", tags=["service"])
@@ -366,10 +385,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             "next_after": found[-1].id if found else after,
         }
 
+    hotline_routes.add_routes(app, runtime, Reader, Writer, Admin, ERRORS)
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
     return app
 
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    return create_app(Runtime.open())
+    return create_app(Runtime.open(), background=True)

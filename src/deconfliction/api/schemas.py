@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deconfliction.core.hotline import MessageKind
 from deconfliction.core.model import OperationState
 
 
@@ -155,6 +156,15 @@ class FiledOut(BaseModel):
     conflicts: list[ConflictOut] = Field(
         description="Other parties' operations this one now conflicts with (all in your key)."
     )
+    late_notice_to: list[str] = Field(
+        default_factory=list,
+        description="Parties told later than your lead-time agreement with them: flagged, "
+        "pushed to them at flash urgency, and counted.",
+    )
+    unreachable: list[str] = Field(
+        default_factory=list,
+        description="Owners of conflicting operations who are Unresponsive or Down now.",
+    )
 
 
 class OperationsOut(BaseModel):
@@ -207,3 +217,71 @@ class ErrorOut(BaseModel):
     code: str = Field(description="Stable, machine-readable.")
     message: str = Field(description="A sentence for a person.")
     details: Any = None
+
+
+class MessageIn(_Model):
+    to: list[str] | Literal["all"] = Field(description='Party ids, or "all" other parties.')
+    kind: MessageKind = MessageKind.TEXT
+    text: str = Field(min_length=1, max_length=10_000)
+    urgency: Literal["routine", "priority", "immediate", "flash"] = "routine"
+    ack_by: datetime | None = Field(
+        None, description="Every recipient must acknowledge by then (UTC); escalates after."
+    )
+    operation_id: str | None = None
+    alert_id: str | None = None
+    reply_to: str | None = None
+
+
+class ReceiptOut(BaseModel):
+    party_id: str
+    acked_at: str | None
+    escalation_level: int
+    overdue: bool
+
+
+class MessageOut(BaseModel):
+    id: str
+    sender: str
+    recipients: list[str]
+    kind: MessageKind
+    urgency: str
+    text: str
+    sent_at: str
+    ack_deadline: str | None
+    operation_id: str | None
+    alert_id: str | None
+    reply_to: str | None
+    receipts: list[ReceiptOut] = Field(default_factory=list)
+
+
+class LivenessOut(BaseModel):
+    party_id: str
+    availability: str
+    last_heartbeat: str | None
+    changed_at: str
+
+
+class LivenessListOut(BaseModel):
+    parties: list[LivenessOut]
+
+
+class SettingsIn(_Model):
+    webhook_url: str | None = Field(
+        None, max_length=2_000, description="Empty string removes the webhook."
+    )
+    escalation_parties: list[str] | None = Field(None, max_length=100)
+    rotate_secret: bool = False
+
+
+class SettingsOut(BaseModel):
+    webhook_url: str | None
+    webhook_secret: str | None = Field(
+        None, description="Sign-check key for your webhook (HMAC-SHA256); shown to you only."
+    )
+    escalation_parties: list[str]
+
+
+class LeadTimeIn(_Model):
+    party_a: str
+    party_b: str
+    minutes: float = Field(ge=0, le=7 * 24 * 60)

@@ -28,6 +28,7 @@ from deconfliction.core.model import (
     WriteRecord,
 )
 from deconfliction.core.policy import Policy
+from deconfliction.formats import volume_to_json
 from deconfliction.geo import Volume
 from deconfliction.services import audit
 from deconfliction.services.views import found_view, operation_view
@@ -80,6 +81,9 @@ class Strategic:
             if any(p.name.lower() == name.lower() for p in tx.list_parties()):
                 raise InvalidInput(f"A party named {name!r} already exists.", code="party_exists")
             tx.add_party(party)
+            audit.append(
+                tx, party.created_at, audit.SERVICE, "party.add", party.id, {"name": party.name}
+            )
             return party
 
         return self.store.transact(add)
@@ -367,7 +371,19 @@ class Strategic:
         now = self.clock()
         rules.check_limits(volumes, now, self.policy.limits)
         sub = Subscription(str(uuid.uuid4()), party, tuple(volumes), new_version(), 0, now, now)
-        self.store.transact(lambda tx: tx.put_subscription(sub))
+
+        def write(tx: Tx) -> None:
+            tx.put_subscription(sub)
+            audit.append(
+                tx,
+                now,
+                party,
+                "subscription.create",
+                sub.id,
+                {"volumes": [volume_to_json(v) for v in volumes]},
+            )
+
+        self.store.transact(write)
         return sub
 
     def get_subscription(self, party: str, subscription_id: str) -> Subscription:
@@ -390,6 +406,7 @@ class Strategic:
                     details={"current_version": sub.version},
                 )
             tx.delete_subscription(subscription_id)
+            audit.append(tx, self.clock(), party, "subscription.delete", sub.id, {})
             return sub
 
         return self.store.transact(delete)

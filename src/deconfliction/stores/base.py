@@ -107,6 +107,10 @@ class Tx(Protocol):
     # Webhook delivery
     def get_webhook_cursor(self, party_id: str) -> WebhookCursor | None: ...
     def put_webhook_cursor(self, cursor: WebhookCursor) -> None: ...
+    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
+        """Every party with a webhook: its settings, its cursor and its latest event id."""
+
+    def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]: ...
 
 
 class Store(Protocol):

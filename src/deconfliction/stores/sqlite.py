@@ -671,6 +671,29 @@ class SqliteTx:
             (c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner,
              c.lease_until, c.last_error))
 
+    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
+        rows = self.db.execute(
+            "SELECT s.party_id, s.webhook_url, s.webhook_secret, s.escalation_parties, "
+            "c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner, "
+            "c.lease_until, c.last_error, "
+            "(SELECT coalesce(max(e.id), 0) FROM events e WHERE e.party_id = s.party_id) "
+            "FROM party_settings s LEFT JOIN webhook_cursors c ON c.party_id = s.party_id "
+            "WHERE s.webhook_url IS NOT NULL")
+        return [
+            (PartySettings(r[0], r[1], r[2], tuple(json.loads(r[3]))),
+             WebhookCursor(*r[4:11]) if r[4] is not None else None, int(r[11]))
+            for r in rows
+        ]
+
+    def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
+        if not party_ids:
+            return {}
+        marks = ",".join("?" * len(party_ids))
+        rows = self.db.execute(
+            f"SELECT party_id, max(id) FROM events WHERE party_id IN ({marks}) GROUP BY party_id",
+            tuple(party_ids))
+        return {p: int(i) for p, i in rows}
+
     def latest_event_id(self, party_id: str) -> int:
         row = self.db.execute(
             "SELECT coalesce(max(id), 0) FROM events WHERE party_id = ?", (party_id,)).fetchone()

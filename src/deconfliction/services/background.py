@@ -1,0 +1,81 @@
+"""The periodic duties of a service process: deliver webhooks, escalate, watch liveness, seal.
+
+Every process runs them (``serve`` starts them with each worker; ``deconfliction worker`` runs
+them alone). They are safe to run side by side: webhook cursors are leased, escalation and
+liveness steps are conditional changes in serializable transactions, and a seal is only added
+to an unsealed head. Stopping any one process therefore stops nothing a party depends on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deconfliction.services.audit import AuditLog
+from deconfliction.services.delivery import WebhookDelivery
+from deconfliction.services.hotline import Hotline
+
+log = logging.getLogger("deconfliction.background")
+
+
+@dataclass
+class Duty:
+    name: str
+    every_s: float
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
+@dataclass
+class Duties:
+    hotline: Hotline
+    audit: AuditLog
+    webhooks: WebhookDelivery
+    webhook_every_s: float = 0.02
+    escalate_every_s: float = 1.0
+    liveness_every_s: float = 5.0
+    seal_every_s: float = 60.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def duties(self) -> list[Duty]:
+        return [
+            Duty("webhooks", self.webhook_every_s, self.webhooks.deliver_once),
+            Duty("escalation", self.escalate_every_s, self.hotline.escalate_due),
+            Duty("liveness", self.liveness_every_s, self.hotline.check_liveness),
+            Duty("seal", self.seal_every_s, self.audit.seal_now),
+        ]
+
+    def run_pending(self, duties: list[Duty]) -> float:
+        """Run what is due; return how long to sleep before the next duty is due."""
+        now = time.monotonic()
+        for duty in duties:
+            if now >= duty.next_at:
+                try:
+                    duty.run()
+                except Exception:  # one failing duty must not stop the others
+                    log.exception("background duty %s failed", duty.name)
+                duty.next_at = time.monotonic() + duty.every_s
+        return max(0.0, min(d.next_at for d in duties) - time.monotonic())
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        duties = self.duties()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                self._stop.wait(self.run_pending(duties))
+
+        self._thread = threading.Thread(target=loop, name="deconfliction-duties", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.webhooks.close()
