@@ -53,7 +53,7 @@ class EventHub:
             parties = list(self.waiters)
             try:
                 latest = await run_in_threadpool(
-                    store.transact, lambda tx: tx.latest_event_ids(parties), write=False
+                    store.transact, lambda tx, p=parties: tx.latest_event_ids(p), write=False
                 )
             except Exception:  # the store is down for a moment: streams wait, then resume
                 latest = {}

@@ -107,19 +107,16 @@ class WebhookDelivery:
         party = settings.party_id
         now = self.clock()
 
-        def claim(tx: Tx) -> tuple[WebhookCursor, list[Any]] | None:
+        def claim(tx: Tx) -> list[Any] | None:
             cursor = tx.get_webhook_cursor(party) or WebhookCursor(party, 0, 0, 0.0, None, 0.0)
             free = cursor.lease_owner in (None, self.owner) or cursor.lease_until <= now
             if not free or cursor.next_attempt_at > now:
                 return None
             claimed = replace(cursor, lease_owner=self.owner, lease_until=now + self.lease_s)
             tx.put_webhook_cursor(claimed)
-            return claimed, tx.events_after(party, cursor.delivered, self.batch)
+            return tx.events_after(party, cursor.delivered, self.batch)
 
-        claimed = self.store.transact(claim)
-        if claimed is None:
-            return 0
-        cursor, events = claimed
+        events = self.store.transact(claim)
         if not events or not settings.webhook_url or not settings.webhook_secret:
             return 0
         body = json.dumps(
