@@ -104,13 +104,19 @@ class AuditLog:
             digests.update((e.seq, e.digest) for e in page)
         if broken is None and count != last:
             broken = Break(count + 1, f"entry {count + 1} is missing")
-        seals = self.store.transact(lambda tx: tx.seals(1, last), write=False)
+        seals = self.store.transact(lambda tx: tx.seals(1, 2**62), write=False)
         public = self.signing_key.public_key()
         bad = [
             s.seq
             for s in seals
             if not seal_is_valid(s, public) or digests.get(s.seq, s.digest) != s.digest
         ]
+        beyond = [s.seq for s in seals if s.seq > last and s.seq not in bad]
+        if broken is None and beyond:
+            broken = Break(
+                last + 1,
+                f"entries {last + 1} to {max(beyond)} are missing: they were sealed, then removed",
+            )
         return Verification(count, len(seals), broken, bad)
 
     def export(self, start: float, end: float) -> dict[str, Any]:
