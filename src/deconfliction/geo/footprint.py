@@ -71,6 +71,7 @@ class Circle:
     center: FloatArray = field(repr=False)
     cap_radius: float = field(repr=False)
     """Angular radius (radians) of a cap that surely holds the circle."""
+    _boxes: list[Box] | None = field(default=None, repr=False)
 
     kind: ClassVar[str] = "circle"
 
@@ -95,6 +96,12 @@ class Circle:
         return math.pi * self.radius_m**2
 
     def boxes(self) -> list[Box]:
+        """Index boxes, computed once per footprint (they are on every write's path)."""
+        if self._boxes is None:
+            object.__setattr__(self, "_boxes", self._compute_boxes())
+        return list(self._boxes)  # type: ignore[arg-type]
+
+    def _compute_boxes(self) -> list[Box]:
         rho = math.degrees(self.cap_radius) + BOX_MARGIN_DEG
         lat_lo, lat_hi = self.lat - rho, self.lat + rho
         if lat_hi >= 90.0 or lat_lo <= -90.0:
@@ -127,6 +134,7 @@ class Polygon:
     cap_radius: float = field(repr=False)
     contains_pole: int = field(repr=False)
     """+1 or -1 if the north or south pole is inside or on the ring, else 0."""
+    _boxes: list[Box] | None = field(default=None, repr=False)
 
     kind: ClassVar[str] = "polygon"
 
@@ -188,6 +196,12 @@ class Polygon:
         return abs(float(area))
 
     def boxes(self) -> list[Box]:
+        """Index boxes, computed once per footprint (they are on every write's path)."""
+        if self._boxes is None:
+            object.__setattr__(self, "_boxes", self._compute_boxes())
+        return list(self._boxes)  # type: ignore[arg-type]
+
+    def _compute_boxes(self) -> list[Box]:
         lat_lo, lat_hi = _arc_latitude_range(self.xyz)
         if self.contains_pole or np.any(np.abs(self.lat) > 90.0 - 1e-9):
             lat_lo = -90.0 if self.contains_pole < 0 or self.lat.min() < -90 + 1e-9 else lat_lo

@@ -63,6 +63,13 @@ class Filed:
     """Owners of conflicting operations who are Unresponsive or Down right now."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Look:
+    seen: frozenset[tuple[str, str]]
+    """(id, version) of every candidate the index returned."""
+    found: list[rules.Found]
+
+
 @dataclass
 class Strategic:
     store: Store
@@ -134,8 +141,9 @@ class Strategic:
                 updated_at=now,
                 details=filing.details,
             )
-            return self._write(tx, op, None, filing.key, now)
+            return self._write(tx, op, None, filing.key, now, look)
 
+        look = self._look(party, filing.volumes)
         return self.store.transact(write)
 
     def update_operation(
@@ -158,8 +166,9 @@ class Strategic:
                 updated_at=now,
                 details=filing.details,
             )
-            return self._write(tx, op, old, filing.key, now)
+            return self._write(tx, op, old, filing.key, now, look)
 
+        look = self._look(party, filing.volumes)
         return self.store.transact(write)
 
     def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
@@ -219,13 +228,31 @@ class Strategic:
             )
         return op
 
+    def _look(self, party: str, volumes: Sequence[Volume]) -> _Look:
+        """The exact conflict search, done on a read snapshot before the write begins.
+
+        The write transaction then only re-reads which candidates the index returns and their
+        versions: if nothing changed, this answer still holds and the expensive geometry stays
+        out of the critical section; if anything changed, the write searches again.
+        """
+        candidates = self.store.transact(
+            lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
+        )
+        return _Look(frozenset((c.id, c.version) for c in candidates),
+                     rules.find_conflicts(volumes, candidates))
+
     def _write(
-        self, tx: Tx, op: Operation, old: Operation | None, key: Sequence[str], now: float
+        self, tx: Tx, op: Operation, old: Operation | None, key: Sequence[str], now: float,
+        look: _Look | None = None,
     ) -> Filed:
         found: list[rules.Found] = []
         if op.live:
-            candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
-            found = rules.find_conflicts(op.volumes, candidates)
+            seen = tx.candidate_versions(op.volumes, exclude_owner=op.owner)
+            if look is not None and seen == look.seen:
+                found = look.found
+            else:
+                candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
+                found = rules.find_conflicts(op.volumes, candidates)
             rules.check_awareness(op.state, op.priority, found, key, self.policy)
         tx.put_operation(op)
         touched = list(op.volumes) + (list(old.volumes) if old else [])

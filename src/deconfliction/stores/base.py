@@ -48,6 +48,11 @@ class Tx(Protocol):
     ) -> list[Operation]:
         """Live operations whose index entries touch any of ``volumes`` (a superset of conflicts)."""
 
+    def candidate_versions(
+        self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
+    ) -> frozenset[tuple[str, str]]:
+        """(id, version) of exactly the operations ``operation_candidates`` would return."""
+
     def list_operations(
         self, owner: str, *, include_ended: bool = False, limit: int = 1000
     ) -> list[Operation]: ...
