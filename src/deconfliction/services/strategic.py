@@ -9,6 +9,7 @@ record what the writer saw. The faces (HTTP, CLI) call these and nothing below t
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -76,6 +77,9 @@ class Strategic:
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], float] = time.time
     hotline_policy: hotline.HotlinePolicy = field(default_factory=hotline.HotlinePolicy)
+    _busy: int = field(default=0, init=False, repr=False)
+    """Writes of this process under way: a hint for when searching ahead pays (see _look)."""
+    _busy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     # Parties ---------------------------------------------------------------------------------
     def add_party(self, name: str) -> Party:
@@ -144,7 +148,7 @@ class Strategic:
             return self._write(tx, op, None, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self.store.transact(write)
+        return self._transact_write(write)
 
     def update_operation(
         self, party: str, operation_id: str, version: str, filing: Filing
@@ -169,7 +173,7 @@ class Strategic:
             return self._write(tx, op, old, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self.store.transact(write)
+        return self._transact_write(write)
 
     def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
         """Move an operation to Ended: kept for the record, no longer matched."""
@@ -228,13 +232,26 @@ class Strategic:
             )
         return op
 
-    def _look(self, party: str, volumes: Sequence[Volume]) -> _Look:
+    def _transact_write(self, fn: Callable[[Tx], Filed]) -> Filed:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return self.store.transact(fn)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _look(self, party: str, volumes: Sequence[Volume]) -> _Look | None:
         """The exact conflict search, done on a read snapshot before the write begins.
 
         The write transaction then only re-reads which candidates the index returns and their
         versions: if nothing changed, this answer still holds and the expensive geometry stays
-        out of the critical section; if anything changed, the write searches again.
+        out of the critical section; if anything changed, the write searches again. When no
+        other write of this process is under way there is no critical section to shorten, and
+        the search simply happens inside the write (None).
         """
+        if not self._busy:
+            return None
         candidates = self.store.transact(
             lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
         )
@@ -247,8 +264,9 @@ class Strategic:
     ) -> Filed:
         found: list[rules.Found] = []
         if op.live:
-            seen = tx.candidate_versions(op.volumes, exclude_owner=op.owner)
-            if look is not None and seen == look.seen:
+            if look is not None and tx.candidate_versions(op.volumes, exclude_owner=op.owner) == (
+                look.seen
+            ):
                 found = look.found
             else:
                 candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
