@@ -182,3 +182,34 @@ class WebhookCursor:
     lease_owner: str | None
     lease_until: float
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackReport:
+    """One reported aircraft state as ingested: SI units, times in UNIX seconds.
+
+    ``seq`` is given by the store on append (0 before): reports are read back in ``seq`` order,
+    which is commit order, so a reader's cursor never skips a report committed after it read.
+    """
+
+    party_id: str
+    aircraft_id: str
+    time: float
+    lat: float
+    lon: float
+    alt: float
+    gs: float
+    trk: float
+    vs: float
+    operation_id: str | None
+    received_at: float
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TacticalLease:
+    """Who runs the tactical cycle, until when (renewed every cycle), and since when."""
+
+    owner: str
+    until: float
+    since: float

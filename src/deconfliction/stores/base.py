@@ -22,6 +22,8 @@ from deconfliction.core.model import (
     PartySettings,
     Receipt,
     Subscription,
+    TacticalLease,
+    TrackReport,
     WebhookCursor,
     WriteRecord,
 )
@@ -116,6 +118,21 @@ class Tx(Protocol):
         """Every party with a webhook: its settings, its cursor and its latest event id."""
 
     def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]: ...
+
+    # Tactical: track reports (append-only, pruned) and the lease of the cycle owner
+    def add_track_reports(self, reports: Sequence[TrackReport]) -> None:
+        """Append reports; the store numbers them (``seq``) in commit order, never reusing one."""
+
+    def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:
+        """Reports with ``seq > after`` in ``seq`` order, ``seq`` filled in. A report committed
+        after this read must get a larger ``seq`` than any returned (a cursor never skips)."""
+
+    def prune_track_reports(self, received_before: float) -> int:
+        """Delete reports received before the time; returns how many."""
+
+    def get_tactical_lease(self) -> TacticalLease | None: ...
+    def put_tactical_lease(self, lease: TacticalLease) -> None:
+        """Insert or replace the single lease row."""
 
 
 class Store(Protocol):

@@ -36,6 +36,8 @@ from deconfliction.core.model import (
     PartySettings,
     Receipt,
     Subscription,
+    TacticalLease,
+    TrackReport,
     WebhookCursor,
     WriteRecord,
 )
@@ -196,6 +198,26 @@ _MIGRATIONS: list[str] = [
         last_error TEXT
     );
     CREATE INDEX events_time ON events (time);
+    """,
+    # 3: tactical: track reports (append-only, pruned) and the lease of the cycle owner
+    """
+    CREATE TABLE track_reports (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        party_id TEXT NOT NULL,
+        aircraft_id TEXT NOT NULL,
+        time REAL NOT NULL,
+        lat REAL NOT NULL, lon REAL NOT NULL, alt REAL NOT NULL,
+        gs REAL NOT NULL, trk REAL NOT NULL, vs REAL NOT NULL,
+        operation_id TEXT
+    );
+    CREATE INDEX track_reports_received ON track_reports (received_at);
+    CREATE TABLE tactical_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        owner TEXT NOT NULL,
+        until REAL NOT NULL,
+        since REAL NOT NULL
+    );
     """,
 ]
 
@@ -719,6 +741,41 @@ class SqliteTx:
             "SELECT id, party_id, kind, time, payload FROM events WHERE time >= ? AND time < ? "
             f"AND kind IN ({marks}) ORDER BY id", (start, end, *kinds))
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    # Tactical: track reports and the cycle lease
+    def add_track_reports(self, reports: Sequence[TrackReport]) -> None:
+        self.db.executemany(
+            "INSERT INTO track_reports (received_at, party_id, aircraft_id, time, lat, lon, alt, "
+            "gs, trk, vs, operation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.received_at, r.party_id, r.aircraft_id, r.time, r.lat, r.lon, r.alt, r.gs,
+                 r.trk, r.vs, r.operation_id)
+                for r in reports
+            ],
+        )
+
+    def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:
+        rows = self.db.execute(
+            "SELECT party_id, aircraft_id, time, lat, lon, alt, gs, trk, vs, operation_id, "
+            "received_at, seq FROM track_reports WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [TrackReport(*r) for r in rows]
+
+    def prune_track_reports(self, received_before: float) -> int:
+        cur = self.db.execute("DELETE FROM track_reports WHERE received_at < ?", (received_before,))
+        return int(cur.rowcount)
+
+    def get_tactical_lease(self) -> TacticalLease | None:
+        row = self.db.execute("SELECT owner, until, since FROM tactical_lease").fetchone()
+        return TacticalLease(*row) if row else None
+
+    def put_tactical_lease(self, lease: TacticalLease) -> None:
+        self.db.execute(
+            "INSERT INTO tactical_lease VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "owner = excluded.owner, until = excluded.until, since = excluded.since",
+            (lease.owner, lease.until, lease.since),
+        )
 
 
 def _message(row: Sequence[Any]) -> Message:
