@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deconfliction.core.hotline import HotlinePolicy
 from deconfliction.core.policy import Policy
+
+if TYPE_CHECKING:
+    from deconfliction.services.tactical import TacticalSettings
 
 
 class Settings(BaseSettings):
@@ -33,6 +37,24 @@ class Settings(BaseSettings):
     unresponsive_after_s: float = 60.0
     down_after_s: float = 300.0
     escalation_repeat_s: float = 60.0
+    tactical_cycle_s: float = 1.0
+    """How often the cycle owner runs detection over every track."""
+    tactical_rpz_m: float = 9_260.0
+    """Horizontal protected radius (5 NM)."""
+    tactical_hpz_m: float = 304.8
+    """Half the vertical separation (1,000 ft)."""
+    tactical_lookahead_s: float = 300.0
+    tactical_same_party: bool = False
+    """Also watch pairs of aircraft of the same party."""
+    tactical_pairs: list[dict[str, Any]] = []
+    """Per pair of parties (names or ids): ``[{"parties": ["blue", "red"], "rpz_m": 1852,
+    "hpz_m": 152.4, "lookahead_s": 120}]``; a missing value is the deployment's."""
+    tactical_lateral_tolerance_m: float = 0.0
+    tactical_vertical_tolerance_m: float = 0.0
+    tactical_grace_s: float = 10.0
+    """How long an aircraft may be outside its operation's volumes before it is reported."""
+    tactical_lease_s: float = 5.0
+    tactical_retention_s: float = 60.0
 
     @property
     def db_is_url(self) -> bool:
@@ -54,4 +76,21 @@ class Settings(BaseSettings):
             unresponsive_after_s=self.unresponsive_after_s,
             down_after_s=self.down_after_s,
             repeat_every_s=self.escalation_repeat_s,
+        )
+
+    def tactical_settings(self) -> TacticalSettings:
+        from deconfliction.services.tactical import tactical_settings
+
+        return tactical_settings(
+            cycle_s=self.tactical_cycle_s,
+            rpz_m=self.tactical_rpz_m,
+            hpz_m=self.tactical_hpz_m,
+            lookahead_s=self.tactical_lookahead_s,
+            same_party=self.tactical_same_party,
+            pairs=self.tactical_pairs,
+            lateral_tolerance_m=self.tactical_lateral_tolerance_m,
+            vertical_tolerance_m=self.tactical_vertical_tolerance_m,
+            grace_s=self.tactical_grace_s,
+            lease_s=self.tactical_lease_s,
+            retention_s=self.tactical_retention_s,
         )

@@ -16,6 +16,7 @@ from deconfliction.services.background import Duties
 from deconfliction.services.delivery import Post, WebhookDelivery, httpx_post
 from deconfliction.services.hotline import Hotline
 from deconfliction.services.strategic import Strategic
+from deconfliction.services.tactical import TacticalMonitor, TrackIngest
 from deconfliction.stores.base import Store
 
 
@@ -38,6 +39,7 @@ class Runtime:
     tokens: TokenAuthority
     hotline: Hotline
     audit: AuditLog
+    tracks: TrackIngest
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Runtime:
@@ -60,11 +62,17 @@ class Runtime:
             tokens,
             Hotline(store, hotline_policy),
             AuditLog(store, signing_key, time.time),
+            TrackIngest(store, settings.tactical_settings()),
         )
 
     def duties(self, post: Post | None = None) -> Duties:
         """The periodic work of this process (webhooks, escalation, liveness, seals)."""
-        return Duties(self.hotline, self.audit, WebhookDelivery(self.store, post or httpx_post()))
+        return Duties(
+            self.hotline,
+            self.audit,
+            WebhookDelivery(self.store, post or httpx_post()),
+            tactical=TacticalMonitor(self.store, self.tracks.settings),
+        )
 
     def close(self) -> None:
         self.store.close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from deconfliction.services.audit import AuditLog
 from deconfliction.services.delivery import WebhookDelivery
 from deconfliction.services.hotline import Hotline
+from deconfliction.services.tactical import TacticalMonitor
 
 log = logging.getLogger("deconfliction.background")
 
@@ -38,6 +39,7 @@ class Duties:
     escalate_every_s: float = 1.0
     liveness_every_s: float = 5.0
     seal_every_s: float = 60.0
+    tactical: TacticalMonitor | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -47,6 +49,11 @@ class Duties:
             Duty("escalation", self.escalate_every_s, self.hotline.escalate_due),
             Duty("liveness", self.liveness_every_s, self.hotline.check_liveness),
             Duty("seal", self.seal_every_s, self.audit.seal_now),
+            *(
+                [Duty("tactical", self.tactical.settings.cycle_s, self.tactical.run_once)]
+                if self.tactical
+                else []
+            ),
         ]
 
     def run_pending(self, duties: list[Duty]) -> float:
@@ -78,4 +85,9 @@ class Duties:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self.tactical is not None and self.tactical.holding:
+            try:
+                self.tactical.release()  # hand the cycle over at once rather than after the lease
+            except Exception:
+                log.exception("could not release the tactical lease")
         self.webhooks.close()
