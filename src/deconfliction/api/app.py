@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deconfliction import __version__
 from deconfliction.api import hotline as hotline_routes
 from deconfliction.api import schemas as s
+from deconfliction.api import tactical as tactical_routes
 from deconfliction.core import errors as e
 from deconfliction.core.model import OperationDetails
 from deconfliction.core.rules import Found
@@ -78,14 +79,20 @@ def error_response(
 
 
 class BodyLimit:
-    """Refuses request bodies over the limit with 413, whether or not Content-Length is sent."""
+    """Refuses request bodies over the limit with 413, whether or not Content-Length is sent.
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
+    ``exempt`` paths are long-lived streams that bound each line themselves.
+    """
+
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], max_bytes: int, exempt: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
         too_large = error_response(
@@ -396,7 +403,10 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
         }
 
     hotline_routes.add_routes(app, runtime, Reader, Writer, Admin, ERRORS)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    tactical_routes.add_routes(app, runtime, Reader, Writer, Admin, ERRORS)
+    app.add_middleware(
+        BodyLimit, max_bytes=limits.max_request_bytes, exempt=(tactical_routes.STREAM_PATH,)
+    )
     return app
 
 
