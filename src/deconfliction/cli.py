@@ -415,6 +415,143 @@ def party_agree(
     console.print(f"{a.name} and {b.name}: notice at least {minutes:g} min ahead")
 
 
+def _party_rule(rules: list[str], default: str) -> Any:
+    from deconfliction.tactical.adsb import PartyRule
+
+    prefixes: dict[str, str] = {}
+    for rule in rules:
+        prefix, sep, name = rule.partition("=")
+        if not sep or not prefix.strip() or not name.strip():
+            raise ValueError(f"--party {rule!r}: expected PREFIX=PARTY, e.g. AFR=blue.")
+        prefixes[prefix.strip()] = name.strip()
+    return PartyRule(prefixes, default)
+
+
+@app.command()
+@friendly
+def replay(
+    path: Annotated[Path, typer.Argument(help="Recorded ADS-B CSV (.gz), OpenSky columns.")],
+    party: Annotated[
+        list[str] | None,
+        typer.Option(help="PREFIX=PARTY: callsigns starting with PREFIX fly for PARTY."),
+    ] = None,
+    default_party: Annotated[str, typer.Option(help="Party of every other callsign.")] = "other",
+    realtime: Annotated[bool, typer.Option(help="Pace the replay on the wall clock.")] = False,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="With --realtime: times real time.")
+    ] = 1.0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after N rows.")] = None,
+    rpz_nm: Annotated[float, typer.Option(min=0.001, help="Horizontal protected radius.")] = 5.0,
+    hpz_ft: Annotated[float, typer.Option(min=0.001, help="Half vertical separation.")] = 1000.0,
+    lookahead: Annotated[float, typer.Option(min=0.0, help="Look-ahead, s.")] = 300.0,
+    same_party: Annotated[bool, typer.Option(help="Also watch same-party pairs.")] = False,
+    top: Annotated[int, typer.Option(min=0, help="How many closest encounters to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Replay recorded traffic through the tactical monitor and sum up the alerts."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deconfliction.services.replay import replay as play
+    from deconfliction.tactical.cycle import DetectionSettings
+    from deconfliction.tactical.monitor import MonitorSettings
+
+    if not path.exists():
+        raise ValueError(f"{path}: no such file.")
+    rule = _party_rule(party or [], default_party)
+    settings = MonitorSettings(
+        DetectionSettings(rpz_nm * 1852.0, hpz_ft * 0.3048, lookahead, same_party)
+    )
+    with Progress(
+        TextColumn("[bold]replay[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[sky]}  {task.completed:,} reports  {task.fields[open]} open"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task("replay", total=limit, sky="", open=0)
+
+        def step(batch: Any, result: Any, _: Any) -> None:
+            progress.update(
+                task,
+                advance=len(batch),
+                sky=format_time(batch.time)[11:19],
+                open=len(result.book),
+            )
+
+        summary = play(
+            path, rule, settings, limit_rows=limit, realtime=realtime, speed=speed, on_step=step
+        )
+    _show_replay(summary, top, as_json)
+
+
+def _show_replay(summary: Any, top: int, as_json: bool) -> None:
+    encounters = summary.top(top)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "steps": summary.steps,
+                    "reports": summary.reports,
+                    "incomplete": summary.incomplete,
+                    "aircraft": len(summary.aircraft),
+                    "sky_s": summary.sky_s,
+                    "wall_s": summary.wall_s,
+                    "speed": summary.speed,
+                    "changes": dict(summary.changes),
+                    "pairs": [
+                        {"parties": list(p), "new": n} for p, n in summary.pairs.most_common()
+                    ],
+                    "top": [
+                        {
+                            "aircraft": list(e.pair),
+                            "callsigns": list(e.callsigns),
+                            "parties": list(e.parties),
+                            "opened": format_time(e.opened),
+                            "duration_s": e.duration_s,
+                            "min_distance_m": e.min_distance_m,
+                            "min_dcpa_m": e.min_dcpa_m,
+                            "lost": e.lost,
+                        }
+                        for e in encounters
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console.print(
+        f"replayed {summary.reports:,} reports of {len(summary.aircraft):,} aircraft "
+        f"({summary.incomplete:,} incomplete): {summary.sky_s:,.0f} s of sky in "
+        f"{summary.wall_s:,.2f} s, [bold]{summary.speed:,.0f}x[/] real time",
+        highlight=False,
+    )
+    changes = Table("alert changes", "count", title_justify="left")
+    for kind in ("new", "continuing", "ended"):
+        changes.add_row(kind, f"{summary.changes.get(kind, 0):,}")
+    console.print(changes)
+    if summary.pairs:
+        pairs = Table("parties", "new alerts")
+        for (a, b), n in summary.pairs.most_common():
+            pairs.add_row(f"{a} / {b}", f"{n:,}")
+        console.print(pairs)
+    if encounters:
+        table = Table(title="Closest encounters", title_justify="left")
+        for column in ("callsigns", "parties", "opened (UTC)", "lasted", "closest", "lost"):
+            table.add_column(column)
+        for e in encounters:
+            table.add_row(
+                " / ".join(e.callsigns),
+                " / ".join(e.parties),
+                format_time(e.opened)[11:19],
+                f"{e.duration_s:.0f} s",
+                f"{e.min_distance_m / 1852.0:.2f} NM",
+                "yes" if e.lost else "",
+            )
+        console.print(table)
+
+
 @app.command()
 @friendly
 def demo(
