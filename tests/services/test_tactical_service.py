@@ -287,8 +287,11 @@ def test_same_party_pairs_are_ignored_unless_the_deployment_watches_them(
     store: Store, clock: Clock
 ) -> None:
     for same_party, expected in ((False, 0), (True, 1)):
-        sky = make_sky(SqliteStore(store.path + f".{same_party}", synchronous="OFF"), clock,
-                       same_party=same_party)  # type: ignore[attr-defined]
+        sky = make_sky(
+            SqliteStore(store.path + f".{same_party}", synchronous="OFF"),
+            clock,
+            same_party=same_party,
+        )  # type: ignore[attr-defined]
         now = clock()
         sky.send("blue", report("A", now, 48.0), report("B", now, 48.5, trk=180.0))
         assert len(sky.cycle().result.changes) == expected
@@ -407,8 +410,7 @@ def test_a_long_excursion_alerts_the_owner_and_the_threatened_party(flight) -> N
     assert [e.payload["change"] for e in sky.new_events("blue", NONCONFORMANCE)] == ["ended"]
     assert [e.payload["change"] for e in sky.new_events("red", NONCONFORMANCE)] == ["ended"]
     actions = [
-        e.action
-        for e in sky.store.transact(lambda tx: tx.audit_entries(1, 10_000), write=False)
+        e.action for e in sky.store.transact(lambda tx: tx.audit_entries(1, 10_000), write=False)
     ]
     assert actions.count(NONCONFORMANCE) == 2
 
