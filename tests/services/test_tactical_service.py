@@ -482,3 +482,29 @@ def test_old_reports_are_pruned_by_the_cycle_owner(sky: Sky) -> None:
     sky.tick(61.0)
     sky.cycle()
     assert sky.store.transact(lambda tx: tx.track_reports_after(0, 10), write=False) == []
+
+
+def test_a_holder_that_stalls_past_its_lease_writes_nothing(sky: Sky, clock: Clock) -> None:
+    second = TacticalMonitor(sky.store, sky.monitor.settings, clock)
+    converging(sky, 100_000.0)
+    sky.cycle()
+    assert len(sky.new_events("red", CONFLICT)) == 1
+
+    # The holder stalls in the middle of a cycle for longer than its lease; another takes over.
+    holder = sky.monitor.monitor
+    step = holder.step
+
+    def stalled(now: float, volumes: Any = None) -> Any:
+        result = step(now, volumes)
+        clock.advance(6.0)
+        assert second.run_once() is not None
+        return result
+
+    holder.step = stalled  # type: ignore[method-assign]
+    sky.tick()
+    converging(sky, 5_000.0)  # separation lost: the stalled holder would say "continuing"
+    assert sky.cycle() is None and not sky.monitor.holding
+    # Only the new holder spoke: it raised the conflict afresh, as lost.
+    assert [(e.payload["change"], e.payload["severity"]) for e in sky.new_events("red")] == [
+        ("new", "lost")
+    ]
