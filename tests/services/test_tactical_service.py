@@ -415,6 +415,26 @@ def test_a_long_excursion_alerts_the_owner_and_the_threatened_party(flight) -> N
     assert actions.count(NONCONFORMANCE) == 2
 
 
+def test_a_party_threatened_later_in_an_excursion_is_told_then(flight) -> None:
+    sky, blue_op, red_op = flight
+
+    def fly_heading(trk: float, seconds: int) -> None:
+        for _ in range(seconds):
+            sky.send("blue", report("A", sky.clock(), 48.1, gs=100.0, trk=trk, operation=blue_op))
+            sky.cycle()
+            sky.tick()
+
+    fly_heading(180.0, 12)  # outside, heading south: away from red's operation
+    assert [e.payload["change"] for e in sky.new_events("blue", NONCONFORMANCE)] == ["new"]
+    assert sky.new_events("red") == []
+    fly_heading(0.0, 1)  # turns north: now it threatens red's operation
+    (event,) = sky.new_events("red", NONCONFORMANCE)
+    assert event.payload["change"] == "new" and event.payload["your_operations"] == [red_op]
+    assert sky.new_events("blue") == []
+    fly_heading(0.0, 3)
+    assert sky.new_events("red") == []
+
+
 def test_an_aircraft_flying_too_high_or_after_its_window_is_nonconforming(flight) -> None:
     sky, blue_op, _ = flight
     for _ in range(12):

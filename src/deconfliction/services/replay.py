@@ -150,10 +150,10 @@ def _score(
         if change.kind == "ended":
             record.ended = True
     for pair, encounter in result.conflicts.items():
-        alert = result.book.get(pair)
-        if alert is None:
+        held = result.book.get(pair)
+        if held is None:
             continue
-        record = summary.encounters.get((pair, alert.opened))
+        record = summary.encounters.get((pair, held.opened))
         if record is None:
             continue
         record.last_seen = result.now

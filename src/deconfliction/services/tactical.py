@@ -600,26 +600,28 @@ def _excursion_events(
         )
     raised_now = {c.excursion.aircraft for c in result.excursions if c.kind == "new"}
     for aircraft, parties in sorted(threats.items()):
-        x = result.open_excursions.get(aircraft)
-        if x is None or aircraft in raised_now or aircraft not in told:
+        held = result.open_excursions.get(aircraft)
+        if held is None or aircraft in raised_now or aircraft not in told:
             continue
         owner = _split(aircraft)[0]
         for party in sorted(set(parties) - told[aircraft]):
-            reason = f"{x.reason}; now threatens your operations"
-            payload = excursion_payload("new", reason, x, snap, row, owner, party, parties[party])
+            reason = f"{held.reason}; now threatens your operations"
+            payload = excursion_payload(
+                "new", reason, held, snap, row, owner, party, parties[party]
+            )
             events.append((party, NONCONFORMANCE, payload))
             told[aircraft].add(party)
             entries.append(
                 (
                     NONCONFORMANCE,
-                    excursion_alert_id(x),
+                    excursion_alert_id(held),
                     {
                         "change": "new",
                         "reason": reason,
                         "party_id": owner,
                         "aircraft_id": _split(aircraft)[1],
-                        "operation_id": x.operation_id,
-                        "since": x.since,
+                        "operation_id": held.operation_id,
+                        "since": held.since,
                         "told": [party],
                     },
                 )

@@ -166,7 +166,12 @@ class Monitor:
             zone = zones[k]
             pick = np.array([i, j])
             alone = detect(
-                *(np.asarray(a)[pick] for a in snap.detector_arrays()[:6]),
+                snap.lat[pick],
+                snap.lon[pick],
+                snap.alt[pick],
+                snap.gs[pick],
+                snap.trk[pick],
+                snap.vs[pick],
                 np.array([0, 1]),
                 rpz=zone.rpz,
                 hpz=zone.hpz,
