@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     port: int = 8080
     workers: int = 1
     sqlite_synchronous: str = "FULL"
+    sqlite_group_commit: bool = False
+    """Commit the writes waiting at one moment together (one sync for many): much higher
+    throughput for spread-out filings, but in a hot spot the batched writers refuse each other
+    in lockstep (see docs/benchmarks.md)."""
     allow_equal_priority_conflicts: bool = True
     default_lead_time_minutes: float = 15.0
     """Minimum notice lead time between two parties that agreed nothing else."""

@@ -28,7 +28,11 @@ def open_store(settings: Settings) -> Store:
         return PostgresStore(settings.db)
     from deconfliction.stores.sqlite import SqliteStore
 
-    return SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
+    return SqliteStore(
+        settings.db,
+        synchronous=settings.sqlite_synchronous,
+        group_commit=settings.sqlite_group_commit,
+    )
 
 
 @dataclass

@@ -677,7 +677,7 @@ class FailingRecordStore:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
 
-    def transact(self, fn, *, write: bool = True):
+    def transact(self, fn, *, write: bool = True, priority: int = 0):
         def failing(tx):
             class Tx:
                 def __getattr__(self, name):

@@ -100,3 +100,46 @@ def test_a_busy_database_is_retried_then_reported_unavailable(tmp_path: Path) ->
             store.transact(broken)
     finally:
         store.close()
+
+
+def test_group_commit_answers_each_write_alone_and_rolls_back_only_the_refused(
+    tmp_path: Path,
+) -> None:
+    """With group commit on, writes from many threads share transactions, yet each caller gets
+    its own result or error, and a refused write leaves nothing behind while its neighbours stay."""
+    import threading
+
+    from deconfliction.core.model import Party
+
+    store = SqliteStore(tmp_path / "group.db", synchronous="OFF", group_commit=True)
+    outcomes: dict[str, bool] = {}
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        for i in range(25):
+            name = f"p-{t}-{i}"
+            refuse = (t + i) % 3 == 0
+
+            def write(tx, name=name, refuse=refuse):
+                tx.add_party(Party(name, name, 0.0))
+                if refuse:
+                    raise ValueError("refused")
+                return name
+
+            try:
+                assert store.transact(write) == name
+                ok = True
+            except ValueError:
+                ok = False
+            with lock:
+                outcomes[name] = ok
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    stored = {p.id for p in store.transact(lambda tx: tx.list_parties(), write=False)}
+    store.close()
+    assert stored == {name for name, ok in outcomes.items() if ok}
+    assert len(outcomes) == 200 and 0 < len(stored) < 200

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deconfliction.core import hotline, rules
-from deconfliction.core.errors import Forbidden, InvalidInput, NotFound, VersionMismatch
+from deconfliction.core.errors import Conflict, Forbidden, InvalidInput, NotFound, VersionMismatch
 from deconfliction.core.model import (
     Event,
     Notice,
@@ -80,6 +80,7 @@ class Strategic:
     _busy: int = field(default=0, init=False, repr=False)
     """Writes of this process under way: a hint for when searching ahead pays (see _look)."""
     _busy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _refused: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     # Parties ---------------------------------------------------------------------------------
     def add_party(self, name: str) -> Party:
@@ -148,7 +149,7 @@ class Strategic:
             return self._write(tx, op, None, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(write)
+        return self._transact_write(party, write)
 
     def update_operation(
         self, party: str, operation_id: str, version: str, filing: Filing
@@ -173,7 +174,7 @@ class Strategic:
             return self._write(tx, op, old, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(write)
+        return self._transact_write(party, write)
 
     def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
         """Move an operation to Ended: kept for the record, no longer matched."""
@@ -232,14 +233,25 @@ class Strategic:
             )
         return op
 
-    def _transact_write(self, fn: Callable[[Tx], Filed]) -> Filed:
+    def _transact_write(self, party: str, fn: Callable[[Tx], Filed]) -> Filed:
+        """Run a filing's write; a party refused for a conflict goes first next time.
+
+        Stores that commit several writes together (SQLite's group commit) run them one after
+        another; in a hot spot each refuses the others, and whoever is always last would never
+        get in. Counting a party's consecutive refusals and passing it as a priority bounds that.
+        """
         with self._busy_lock:
             self._busy += 1
         try:
-            return self.store.transact(fn)
+            result = self.store.transact(fn, priority=self._refused.get(party, 0))
+        except Conflict:
+            self._refused[party] = self._refused.get(party, 0) + 1
+            raise
         finally:
             with self._busy_lock:
                 self._busy -= 1
+        self._refused.pop(party, None)
+        return result
 
     def _look(self, party: str, volumes: Sequence[Volume]) -> _Look | None:
         """The exact conflict search, done on a read snapshot before the write begins.
@@ -255,11 +267,18 @@ class Strategic:
         candidates = self.store.transact(
             lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
         )
-        return _Look(frozenset((c.id, c.version) for c in candidates),
-                     rules.find_conflicts(volumes, candidates))
+        return _Look(
+            frozenset((c.id, c.version) for c in candidates),
+            rules.find_conflicts(volumes, candidates),
+        )
 
     def _write(
-        self, tx: Tx, op: Operation, old: Operation | None, key: Sequence[str], now: float,
+        self,
+        tx: Tx,
+        op: Operation,
+        old: Operation | None,
+        key: Sequence[str],
+        now: float,
         look: _Look | None = None,
     ) -> Filed:
         found: list[rules.Found] = []

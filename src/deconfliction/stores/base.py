@@ -136,8 +136,11 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
-    def transact(self, fn: Callable[[Tx], T], *, write: bool = True) -> T:
-        """Run ``fn`` in one serializable transaction, retrying it on serialization failures."""
+    def transact(self, fn: Callable[[Tx], T], *, write: bool = True, priority: int = 0) -> T:
+        """Run ``fn`` in one serializable transaction, retrying it on serialization failures.
+
+        ``priority`` is a scheduling hint: among writes waiting together, higher goes first.
+        """
 
     def bulk_load(self, operations: Iterable[Operation]) -> int:
         """Load already-decided operations without checks (seeding, benchmarks); returns count."""

@@ -906,7 +906,7 @@ class SqliteStore:
         busy_timeout_ms: int = 10_000,
         mmap_bytes: int = 1 << 30,
         max_attempts: int = 8,
-        group_commit: bool = True,
+        group_commit: bool = False,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
@@ -965,7 +965,7 @@ class SqliteStore:
     def schema_version(self) -> int:
         return int(self._connection().execute("PRAGMA user_version").fetchone()[0])
 
-    def transact(self, fn: Callable[[SqliteTx], T], *, write: bool = True) -> T:
+    def transact(self, fn: Callable[[SqliteTx], T], *, write: bool = True, priority: int = 0) -> T:
         if not write:
             return self._transact(fn, write=False)
         if threading.current_thread() is self._writer:
@@ -977,7 +977,7 @@ class SqliteStore:
                 return self._transact(fn, write=True)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        job = _Job(fn)
+        job = _Job(fn, priority)
         self._start_writer()
         self._jobs.put(job)
         job.done.wait()
@@ -1018,6 +1018,11 @@ class SqliteStore:
                     stop = True
                     break
                 batch.append(more)
+            # Arrival order would favour whoever finishes its search first, every time; in a
+            # hot spot where each write conflicts with the others that starves the slow ones.
+            # Shuffle, then let those refused most often lately (the priority hint) go first.
+            random.shuffle(batch)
+            batch.sort(key=lambda j: -j.priority)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._run_batch(batch)
@@ -1209,10 +1214,11 @@ class SqliteStore:
 class _Job:
     """One write waiting for the writer thread, and its outcome."""
 
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "error", "fn", "priority", "result")
 
-    def __init__(self, fn: Callable[[SqliteTx], Any]) -> None:
+    def __init__(self, fn: Callable[[SqliteTx], Any], priority: int = 0) -> None:
         self.fn = fn
+        self.priority = priority
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None

@@ -1,0 +1,1269 @@
+"""PostgreSQL store: the server store, in SQL that CockroachDB and YugabyteDB also accept.
+
+No PostGIS, GiST, extensions, stored functions, advisory locks or LISTEN/NOTIFY: plain tables,
+b-tree indexes, ``INSERT ... ON CONFLICT``, ``unnest`` and ``COPY``. Every transaction runs at
+SERIALIZABLE and is retried, with jittered exponential backoff, on serialization failures and
+deadlocks; a lost or unreachable server, or retries used up, raise
+:class:`~deconfliction.core.errors.Unavailable` (the API answers 503 with Retry-After).
+
+Spatial index: a b-tree cell table
+---------------------------------
+
+``operation_cells`` (and ``subscription_cells``) hold one row per (volume, S2 cell)::
+
+    PRIMARY KEY (cell, span, t_start, t_end, alt_lo, alt_hi, op_id, ord)
+
+(``t_end`` and the altitudes are in the key so that every filter is checked in the index, before
+any row is fetched: a range probe reads many index entries and keeps few.)
+
+* ``cell`` is an S2 cell id, its 64 bits read as a signed BIGINT (two's complement). Within one
+  cube face the signed order equals the unsigned one, and a cell's descendants (``range_min`` ..
+  ``range_max``) never leave its face, so a cell's descendants are one contiguous BIGINT range.
+* A volume is covered by an S2 cap around ``footprint.center`` with angular radius
+  ``footprint.cap_radius`` plus :data:`MARGIN_RAD` (the cap already surely holds the footprint on
+  the same unit sphere the exact tests use). The coverer works at one fixed level, and S2 keeps
+  every cell that may touch the cap, so the cells together always contain the footprint.
+* The level is :data:`FINE_LEVEL` (10: cells of about 10 km) unless that would take more than
+  :data:`MAX_CELLS` cells; then the next coarser of :data:`LEVELS` (8, 6, 4, 2) that fits is used,
+  down to level 2 (a 40-degree cap, the largest footprint, needs about 20 cells there).
+* ``span`` is the volume's duration class (:data:`SPANS`: up to 1 h, 6 h, 1 d, 7 d, 60 d, longer).
+  A volume of class *k* that reaches a query window ``[qs, qe]`` has ``t_start`` in
+  ``[qs - SPANS[k], qe]``, so each (cell, span) probe is one bounded b-tree range: this is the
+  "bound on the longest volume", per class so that one long volume does not widen every probe.
+
+A query volume is covered the same way (with the smaller budget :data:`QUERY_MAX_CELLS`). Two S2
+cells intersect only if one contains the other, so a query cell ``Q`` at level ``q`` meets every
+stored cell ``S`` that touches it through one of two probes, and nothing is missed:
+
+* ``S`` at a level >= ``q`` lies inside ``Q``: ``cell BETWEEN Q.range_min AND Q.range_max``; when
+  ``q`` is the fine level this is ``cell = Q`` (nothing is stored finer), probed per span class
+  with the time bound above;
+* ``S`` at a coarser stored level contains ``Q``: ``cell = Q.parent(level)`` for each stored level
+  coarser than ``q`` (exact ids, per span class).
+
+Rows then pass the exact time and altitude comparisons (touching counts: the index hands over
+edges for the exact check), and the operations are read by id. Times and altitudes are float64,
+exact, so unlike SQLite's float32 R*Tree nothing needs rounding outward.
+
+Events
+------
+
+An event's id must grow per party in *commit* order: a reader paging with ``after=N`` must never
+miss an event that commits later with a smaller id. A SEQUENCE (or CockroachDB's
+``unique_rowid()``) hands out numbers at insert time, not commit time: a transaction holding 10 can
+commit after another holding 11 was read, and 10 is lost to that reader. So each party has a row
+in ``event_counters`` that the adding transaction increments (``INSERT ... ON CONFLICT DO UPDATE``)
+in the same transaction as the event: two transactions adding events for one party conflict on that
+row, one waits or retries, and the later commit always gets the larger id. Within one transaction
+ids also increase across parties (each new id is above every id the transaction handed out
+before), as the store contract asks; ids are unique per party, not globally.
+
+Migrations
+----------
+
+Versioned, in code (:data:`MIGRATIONS`), applied at start by every process (``db upgrade`` in the
+CLI does only that). Each migration runs in its own transaction that *first* inserts its row in
+``schema_migrations``: a second process starting at the same moment blocks on that primary key and,
+when the first commits, fails with a unique violation, rolls back and finds the version applied.
+The statements are idempotent as well (``IF NOT EXISTS``), so a migration is safe to re-run on
+databases that apply DDL outside the transaction (CockroachDB's schema changes are asynchronous).
+Concurrent ``CREATE TABLE IF NOT EXISTS`` of ``schema_migrations`` itself can also fail with a
+unique violation in PostgreSQL; it is retried the same way.
+
+The write record (``operation_writes``) is ordered by a BIGSERIAL: insertion order, which under
+concurrent writers of *unrelated* operations may differ slightly from commit order (writes of one
+operation conflict on its row, so they stay in commit order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import psycopg
+import s2geometry as s2
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool, NullConnectionPool
+
+from deconfliction.core.audit import AuditEntry, Seal
+from deconfliction.core.errors import Unavailable
+from deconfliction.core.model import (
+    Event,
+    Liveness,
+    Message,
+    Notice,
+    Operation,
+    OperationDetails,
+    OperationState,
+    Party,
+    PartySettings,
+    Receipt,
+    Subscription,
+    WebhookCursor,
+    WriteRecord,
+)
+from deconfliction.geo import Footprint, Volume
+from deconfliction.stores.codec import decode_volumes, encode_volumes
+
+T = TypeVar("T")
+
+# The cell index ----------------------------------------------------------------------------------
+
+FINE_LEVEL: Final = 10
+"""S2 level of ordinary coverings: cells about 10 km across (81 km² on average)."""
+LEVELS: Final = (10, 8, 6, 4, 2)
+"""Levels a covering may use, finest first. Queries look up ancestors at each coarser one."""
+MAX_CELLS: Final = 256
+"""Most cells stored for one volume before a coarser level is used."""
+QUERY_MAX_CELLS: Final = 64
+"""Most cells a query volume is looked up by; coarser query cells become range probes."""
+MARGIN_RAD: Final = 2e-7
+"""Angular margin added to every cap (about 1.3 m): far above floating-point noise."""
+SPANS: Final = (3_600.0, 21_600.0, 86_400.0, 7 * 86_400.0, 60 * 86_400.0, math.inf)
+"""Duration classes, seconds: a volume belongs to the first class at least as long as it."""
+SPAN_SLACK_S: Final = 1.0
+"""Widens each class's bound on ``t_start`` against rounding of ``end - start``."""
+_MIN_WIDTH: Final = 2 * math.sqrt(2) / 3
+"""S2's minimum cell width at level 0 (radians) for its quadratic projection; halves per level."""
+
+_local = threading.local()
+
+
+def _coverer(level: int) -> Any:
+    """A region coverer per thread and level (GetCovering keeps working state in the object)."""
+    coverers: dict[int, Any] | None = getattr(_local, "coverers", None)
+    if coverers is None:
+        coverers = _local.coverers = {}
+    coverer = coverers.get(level)
+    if coverer is None:
+        coverer = s2.S2RegionCoverer()
+        coverer.set_fixed_level(level)
+        coverer.set_max_cells(1 << 30)  # a fixed level wins over max_cells anyway
+        coverers[level] = coverer
+    return coverer
+
+
+def _signed(cell_id: int) -> int:
+    return cell_id - (1 << 64) if cell_id >= 1 << 63 else cell_id
+
+
+def cover(footprint: Footprint, budget: int = MAX_CELLS) -> tuple[int, list[Any]]:
+    """``(level, cells)``: S2 cells of one level of :data:`LEVELS` that contain ``footprint``.
+
+    The finest level whose covering has at most ``budget`` cells, else the coarsest level.
+    """
+    radius = float(footprint.cap_radius) + MARGIN_RAD
+    x, y, z = (float(c) for c in footprint.center)
+    cap = s2.S2Cap(s2.S2Point_FromRaw(x, y, z).Normalize(), s2.S1Angle.Radians(radius))
+    coarsest = LEVELS[-1]
+    for level in LEVELS:
+        if level != coarsest:
+            # An upper estimate (a square of cells around the cap) skips levels that are surely
+            # too fine without paying for their (possibly huge) coverings.
+            width = _MIN_WIDTH / (1 << level)
+            if (2.0 * radius / width + 2.0) ** 2 > 3 * budget:
+                continue
+        cells = _coverer(level).GetCovering(cap)
+        if len(cells) <= budget or level == coarsest:
+            return level, list(cells)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def span_class(start: float, end: float) -> int:
+    duration = end - start
+    for k, limit in enumerate(SPANS):
+        if duration <= limit:
+            return k
+    return len(SPANS) - 1
+
+
+def stored_cells(volume: Volume) -> list[int]:
+    """The signed cell ids a stored volume is indexed under."""
+    _, cells = cover(volume.footprint, MAX_CELLS)
+    return [_signed(c.id()) for c in cells]
+
+
+def query_probes(
+    volume: Volume, budget: int = QUERY_MAX_CELLS
+) -> tuple[set[int], list[tuple[int, int]]]:
+    """``(exact ids, [(lo, hi), ...] ranges)`` that find every stored cell touching ``volume``."""
+    level, cells = cover(volume.footprint, budget)
+    exact: set[int] = set()
+    ranges: list[tuple[int, int]] = []
+    coarser = [lv for lv in LEVELS if lv < level]
+    for cell in cells:
+        if level == FINE_LEVEL:
+            exact.add(_signed(cell.id()))
+        else:
+            ranges.append((_signed(cell.range_min().id()), _signed(cell.range_max().id())))
+        for lv in coarser:
+            exact.add(_signed(cell.parent(lv).id()))
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:  # neighbours along the Hilbert curve make one range
+        if merged and lo == merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return exact, merged
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """The shared shape of operations and subscriptions: a table, its cell table, its key."""
+
+    table: str
+    cells: str
+    key: str
+
+    def cell_rows(self, volumes: Sequence[Volume]) -> tuple[list[Any], ...]:
+        cell, span, t0, ord_, t1, lo, hi = [], [], [], [], [], [], []
+        for i, v in enumerate(volumes):
+            k = span_class(v.start, v.end)
+            for c in stored_cells(v):
+                cell.append(c)
+                span.append(k)
+                t0.append(v.start)
+                ord_.append(i)
+                t1.append(v.end)
+                lo.append(v.altitude_lower_m)
+                hi.append(v.altitude_upper_m)
+        return cell, span, t0, ord_, t1, lo, hi
+
+    def index(self, conn: psycopg.Connection[Any], key: str, volumes: Sequence[Volume]) -> None:
+        rows = self.cell_rows(volumes)
+        if not rows[0]:
+            return
+        conn.execute(
+            f"INSERT INTO {self.cells} (cell, span, t_start, {self.key}, ord, t_end, alt_lo, "
+            "alt_hi) SELECT q.cell, q.span, q.t_start, %s, q.ord, q.t_end, q.alt_lo, q.alt_hi "
+            "FROM unnest(%b::int8[], %b::int2[], %b::float8[], %b::int4[], %b::float8[], "
+            "%b::float8[], %b::float8[]) AS q(cell, span, t_start, ord, t_end, alt_lo, alt_hi)",
+            (key, *rows),
+        )
+
+    def unindex(self, conn: psycopg.Connection[Any], key: str) -> None:
+        conn.execute(f"DELETE FROM {self.cells} WHERE {self.key} = %s", (key,))
+
+    def candidates_sql(self, with_ranges: bool) -> str:
+        """Keys of records with a cell row touching the probes (see the module docstring).
+
+        Each probe is a LATERAL subquery behind ``OFFSET 0`` (a fence every engine accepts), so
+        it stays a bounded index scan per probe: for range probes a planner that misjudged the
+        ranges would otherwise happily hash-join the whole cell table.
+        """
+        sql = (
+            f"SELECT x.{self.key} FROM unnest(%(e_cell)b::int8[], %(e_span)b::int2[], "
+            "%(e_from)b::float8[], %(e_to)b::float8[], %(e_start)b::float8[], "
+            "%(e_lo)b::float8[], %(e_hi)b::float8[]) "
+            "AS q(cell, span, t_from, t_to, q_start, q_lo, q_hi) "
+            f"CROSS JOIN LATERAL (SELECT c.{self.key} FROM {self.cells} c "
+            "WHERE c.cell = q.cell AND c.span = q.span "
+            "AND c.t_start >= q.t_from AND c.t_start <= q.t_to AND c.t_end >= q.q_start "
+            "AND c.alt_lo <= q.q_hi AND c.alt_hi >= q.q_lo OFFSET 0) AS x"
+        )
+        if with_ranges:
+            sql += (
+                f" UNION ALL SELECT y.{self.key} FROM unnest(%(r_lo)b::int8[], "
+                "%(r_hi)b::int8[], %(r_to)b::float8[], %(r_start)b::float8[], "
+                "%(r_alo)b::float8[], %(r_ahi)b::float8[]) "
+                "AS r(lo, hi, t_to, q_start, q_lo, q_hi) "
+                f"CROSS JOIN LATERAL (SELECT c.{self.key} FROM {self.cells} c "
+                "WHERE c.cell >= r.lo AND c.cell <= r.hi AND c.t_start <= r.t_to "
+                "AND c.t_end >= r.q_start AND c.alt_lo <= r.q_hi AND c.alt_hi >= r.q_lo "
+                "OFFSET 0) AS y"
+            )
+        return sql
+
+    @staticmethod
+    def probe_params(volumes: Sequence[Volume], budget: int) -> tuple[dict[str, list[Any]], bool]:
+        p: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                *("e_cell", "e_span", "e_from", "e_to", "e_start", "e_lo", "e_hi"),
+                *("r_lo", "r_hi", "r_to", "r_start", "r_alo", "r_ahi"),
+            )
+        }
+        for v in volumes:
+            exact, ranges = query_probes(v, budget)
+            for cell in exact:
+                for k, limit in enumerate(SPANS):
+                    p["e_cell"].append(cell)
+                    p["e_span"].append(k)
+                    p["e_from"].append(v.start - limit - SPAN_SLACK_S)
+                    p["e_to"].append(v.end)
+                    p["e_start"].append(v.start)
+                    p["e_lo"].append(v.altitude_lower_m)
+                    p["e_hi"].append(v.altitude_upper_m)
+            for lo, hi in ranges:
+                p["r_lo"].append(lo)
+                p["r_hi"].append(hi)
+                p["r_to"].append(v.end)
+                p["r_start"].append(v.start)
+                p["r_alo"].append(v.altitude_lower_m)
+                p["r_ahi"].append(v.altitude_upper_m)
+        return p, bool(p["r_lo"])
+
+
+_OPS = _Kind("operations", "operation_cells", "op_id")
+_SUBS = _Kind("subscriptions", "subscription_cells", "sub_id")
+
+# Schema ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_CELL_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    cell BIGINT NOT NULL,
+    span SMALLINT NOT NULL,
+    t_start DOUBLE PRECISION NOT NULL,
+    {key} TEXT NOT NULL,
+    ord INT NOT NULL,
+    t_end DOUBLE PRECISION NOT NULL,
+    alt_lo DOUBLE PRECISION NOT NULL,
+    alt_hi DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (cell, span, t_start, t_end, alt_lo, alt_hi, {key}, ord)
+)"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "parties, operations, subscriptions, cell indexes, events, write record",
+        (
+            """CREATE TABLE IF NOT EXISTS parties (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS operations (
+                id TEXT PRIMARY KEY,
+                seq BIGSERIAL NOT NULL,
+                owner TEXT NOT NULL,
+                state TEXT NOT NULL,
+                priority INT NOT NULL,
+                version TEXT NOT NULL,
+                revision INT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                details TEXT NOT NULL,
+                volumes BYTEA NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS operations_owner ON operations (owner, seq)",
+            _CELL_TABLE.format(table="operation_cells", key="op_id"),
+            "CREATE INDEX IF NOT EXISTS operation_cells_op ON operation_cells (op_id)",
+            """CREATE TABLE IF NOT EXISTS subscriptions (
+                id TEXT PRIMARY KEY,
+                seq BIGSERIAL NOT NULL,
+                owner TEXT NOT NULL,
+                version TEXT NOT NULL,
+                notification_index BIGINT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                volumes BYTEA NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS subscriptions_owner ON subscriptions (owner, seq)",
+            _CELL_TABLE.format(table="subscription_cells", key="sub_id"),
+            "CREATE INDEX IF NOT EXISTS subscription_cells_sub ON subscription_cells (sub_id)",
+            """CREATE TABLE IF NOT EXISTS event_counters (
+                party_id TEXT PRIMARY KEY,
+                last_id BIGINT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS events (
+                party_id TEXT NOT NULL,
+                id BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                time DOUBLE PRECISION NOT NULL,
+                payload TEXT NOT NULL,
+                PRIMARY KEY (party_id, id)
+            )""",
+            """CREATE TABLE IF NOT EXISTS operation_writes (
+                seq BIGSERIAL PRIMARY KEY,
+                operation_id TEXT NOT NULL,
+                version TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                state TEXT NOT NULL,
+                time DOUBLE PRECISION NOT NULL,
+                key TEXT NOT NULL,
+                conflicts TEXT NOT NULL
+            )""",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        2,
+        "hotline, liveness, notices, audit log, webhook delivery",
+        (
+            """CREATE TABLE IF NOT EXISTS party_settings (
+                party_id TEXT PRIMARY KEY,
+                webhook_url TEXT,
+                webhook_secret TEXT,
+                escalation_parties TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS lead_times (
+                party_a TEXT NOT NULL,
+                party_b TEXT NOT NULL,
+                min_lead_s DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (party_a, party_b)
+            )""",
+            """CREATE TABLE IF NOT EXISTS liveness (
+                party_id TEXT PRIMARY KEY,
+                last_heartbeat DOUBLE PRECISION,
+                availability TEXT NOT NULL,
+                changed_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS messages (
+                id TEXT PRIMARY KEY,
+                sender TEXT NOT NULL,
+                recipients TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                urgency INT NOT NULL,
+                text TEXT NOT NULL,
+                sent_at DOUBLE PRECISION NOT NULL,
+                ack_deadline DOUBLE PRECISION,
+                operation_id TEXT,
+                alert_id TEXT,
+                reply_to TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS messages_sent ON messages (sent_at)",
+            """CREATE TABLE IF NOT EXISTS receipts (
+                message_id TEXT NOT NULL,
+                party_id TEXT NOT NULL,
+                acked_at DOUBLE PRECISION,
+                level INT NOT NULL,
+                next_at DOUBLE PRECISION,
+                PRIMARY KEY (message_id, party_id)
+            )""",
+            "CREATE INDEX IF NOT EXISTS receipts_due ON receipts (next_at)",
+            "CREATE INDEX IF NOT EXISTS receipts_party ON receipts (party_id, acked_at)",
+            """CREATE TABLE IF NOT EXISTS notices (
+                operation_id TEXT NOT NULL,
+                party_id TEXT NOT NULL,
+                owner TEXT NOT NULL,
+                told_at DOUBLE PRECISION NOT NULL,
+                active_at DOUBLE PRECISION NOT NULL,
+                required_s DOUBLE PRECISION NOT NULL,
+                late BOOLEAN NOT NULL,
+                PRIMARY KEY (operation_id, party_id)
+            )""",
+            "CREATE INDEX IF NOT EXISTS notices_told ON notices (told_at)",
+            """CREATE TABLE IF NOT EXISTS audit_log (
+                seq BIGINT PRIMARY KEY,
+                time DOUBLE PRECISION NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                prev TEXT NOT NULL,
+                digest TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS audit_time ON audit_log (time)",
+            """CREATE TABLE IF NOT EXISTS audit_seals (
+                seq BIGINT PRIMARY KEY,
+                digest TEXT NOT NULL,
+                time DOUBLE PRECISION NOT NULL,
+                signature TEXT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS webhook_cursors (
+                party_id TEXT PRIMARY KEY,
+                delivered BIGINT NOT NULL,
+                attempts INT NOT NULL,
+                next_attempt_at DOUBLE PRECISION NOT NULL,
+                lease_owner TEXT,
+                lease_until DOUBLE PRECISION NOT NULL,
+                last_error TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS events_time ON events (time)",
+        ),
+    ),
+)
+
+LATEST: Final = MIGRATIONS[-1].version
+
+_SCHEMA_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INT PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at DOUBLE PRECISION NOT NULL
+)"""
+
+_RACING = (
+    pg_errors.UniqueViolation,
+    pg_errors.DuplicateTable,
+    pg_errors.DuplicateObject,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+)
+"""What a migration sees when another process applies the same one at the same moment."""
+
+
+def migrate(conninfo: str, *, timeout_s: float = 5.0, attempts: int = 20) -> int:
+    """Apply every pending migration; returns the schema version. Safe to run concurrently."""
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=_connect_timeout(timeout_s)
+            ) as conn:
+                return _migrate(conn)
+        except _RACING:
+            time.sleep(random.uniform(0.0, min(0.5, 0.01 * 2**attempt)))
+        except psycopg.OperationalError as exc:
+            raise Unavailable(f"The database cannot be reached: {_reason(exc)}") from exc
+    raise Unavailable("The database schema could not be brought up to date; retry shortly.")
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> int:
+    conn.execute(_SCHEMA_MIGRATIONS)
+    applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    for m in MIGRATIONS:
+        if m.version in applied:
+            continue
+        conn.execute("BEGIN")
+        try:
+            # The guard first: a concurrent runner of the same migration waits here, then fails
+            # with a unique violation and finds the version applied on its next try.
+            conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) "
+                "VALUES (%s, %s, %s)",
+                (m.version, m.description, time.time()),
+            )
+            for statement in m.statements:
+                conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+    return _schema_version(conn)
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+# Transactions ------------------------------------------------------------------------------------
+
+_OP_COLUMNS = (
+    "id, owner, state, priority, version, revision, created_at, updated_at, details, volumes"
+)
+_SUB_COLUMNS = "id, owner, version, notification_index, created_at, updated_at, volumes"
+
+
+def _operation(r: Sequence[Any]) -> Operation:
+    return Operation(
+        id=r[0],
+        owner=r[1],
+        state=OperationState(r[2]),
+        priority=r[3],
+        volumes=decode_volumes(r[9]),
+        version=r[4],
+        revision=r[5],
+        created_at=r[6],
+        updated_at=r[7],
+        details=OperationDetails.from_json(json.loads(r[8])),
+    )
+
+
+def _subscription(r: Sequence[Any]) -> Subscription:
+    return Subscription(r[0], r[1], decode_volumes(r[6]), r[2], r[3], r[4], r[5])
+
+
+def _operation_row(op: Operation) -> tuple[Any, ...]:
+    return (
+        op.id,
+        op.owner,
+        op.state.value,
+        op.priority,
+        op.version,
+        op.revision,
+        op.created_at,
+        op.updated_at,
+        json.dumps(op.details.to_json()),
+        encode_volumes(op.volumes),
+    )
+
+
+class PostgresTx:
+    """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
+
+    def __init__(self, conn: psycopg.Connection[Any], query_cells: int = QUERY_MAX_CELLS) -> None:
+        self.conn = conn
+        self._query_cells = query_cells
+        self._last_event_id = 0
+
+    # Parties
+    def add_party(self, party: Party) -> None:
+        self.conn.execute(
+            "INSERT INTO parties (id, name, created_at) VALUES (%s, %s, %s)",
+            (party.id, party.name, party.created_at),
+        )
+
+    def get_party(self, party_id: str) -> Party | None:
+        row = self.conn.execute(
+            "SELECT id, name, created_at FROM parties WHERE id = %s", (party_id,)
+        ).fetchone()
+        return Party(*row) if row else None
+
+    def list_parties(self) -> list[Party]:
+        # Sorted here, by code point like SQLite's BINARY collation, whatever the database's.
+        rows = self.conn.execute("SELECT id, name, created_at FROM parties").fetchall()
+        return sorted((Party(*r) for r in rows), key=lambda p: p.name)
+
+    # Operations
+    def get_operation(self, operation_id: str) -> Operation | None:
+        row = self.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM operations WHERE id = %s", (operation_id,)
+        ).fetchone()
+        return _operation(row) if row else None
+
+    def put_operation(self, operation: Operation) -> None:
+        self.conn.execute(
+            f"INSERT INTO operations ({_OP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
+            "priority = excluded.priority, version = excluded.version, "
+            "revision = excluded.revision, updated_at = excluded.updated_at, "
+            "details = excluded.details, volumes = excluded.volumes",
+            _operation_row(operation),
+        )
+        _OPS.unindex(self.conn, operation.id)
+        if operation.live:
+            _OPS.index(self.conn, operation.id, operation.volumes)
+
+    def operation_candidates(
+        self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
+    ) -> list[Operation]:
+        if not volumes:
+            return []
+        params, with_ranges = _OPS.probe_params(volumes, self._query_cells)
+        rows = self.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM operations WHERE id IN ({_OPS.candidates_sql(with_ranges)})"
+            " AND owner <> %(exclude)s AND state <> 'Ended' ORDER BY seq",
+            {**params, "exclude": exclude_owner or ""},
+        ).fetchall()
+        return [_operation(r) for r in rows]
+
+    def candidate_versions(
+        self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
+    ) -> frozenset[tuple[str, str]]:
+        if not volumes:
+            return frozenset()
+        params, with_ranges = _OPS.probe_params(volumes, self._query_cells)
+        rows = self.conn.execute(
+            f"SELECT id, version FROM operations WHERE id IN ({_OPS.candidates_sql(with_ranges)})"
+            " AND owner <> %(exclude)s AND state <> 'Ended'",
+            {**params, "exclude": exclude_owner or ""},
+        ).fetchall()
+        return frozenset((r[0], r[1]) for r in rows)
+
+    def list_operations(
+        self, owner: str, *, include_ended: bool = False, limit: int = 1000
+    ) -> list[Operation]:
+        state = "" if include_ended else " AND state <> 'Ended'"
+        rows = self.conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM operations WHERE owner = %s{state} ORDER BY seq LIMIT %s",
+            (owner, limit),
+        ).fetchall()
+        return [_operation(r) for r in rows]
+
+    # Subscriptions
+    def get_subscription(self, subscription_id: str) -> Subscription | None:
+        row = self.conn.execute(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = %s", (subscription_id,)
+        ).fetchone()
+        return _subscription(row) if row else None
+
+    def put_subscription(self, subscription: Subscription) -> None:
+        s = subscription
+        self.conn.execute(
+            f"INSERT INTO subscriptions ({_SUB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+            "notification_index = excluded.notification_index, "
+            "updated_at = excluded.updated_at, volumes = excluded.volumes",
+            (
+                s.id,
+                s.owner,
+                s.version,
+                s.notification_index,
+                s.created_at,
+                s.updated_at,
+                encode_volumes(s.volumes),
+            ),
+        )
+        _SUBS.unindex(self.conn, s.id)
+        _SUBS.index(self.conn, s.id, s.volumes)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        self.conn.execute("DELETE FROM subscriptions WHERE id = %s", (subscription_id,))
+        _SUBS.unindex(self.conn, subscription_id)
+
+    def subscription_candidates(self, volumes: Sequence[Volume]) -> list[Subscription]:
+        if not volumes:
+            return []
+        params, with_ranges = _SUBS.probe_params(volumes, self._query_cells)
+        rows = self.conn.execute(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions "
+            f"WHERE id IN ({_SUBS.candidates_sql(with_ranges)}) ORDER BY seq",
+            params,
+        ).fetchall()
+        return [_subscription(r) for r in rows]
+
+    def list_subscriptions(self, owner: str) -> list[Subscription]:
+        rows = self.conn.execute(
+            f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE owner = %s ORDER BY seq", (owner,)
+        ).fetchall()
+        return [_subscription(r) for r in rows]
+
+    def bump_subscription(self, subscription_id: str) -> int:
+        row = self.conn.execute(
+            "UPDATE subscriptions SET notification_index = notification_index + 1 WHERE id = %s "
+            "RETURNING notification_index",
+            (subscription_id,),
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no subscription {subscription_id}")
+        return int(row[0])
+
+    # Events and the write record
+    def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
+        row = self.conn.execute(
+            "WITH counter AS (INSERT INTO event_counters (party_id, last_id) VALUES (%(party)s, "
+            "%(floor)s) ON CONFLICT (party_id) DO UPDATE SET last_id = "
+            "GREATEST(event_counters.last_id + 1, excluded.last_id) RETURNING last_id) "
+            "INSERT INTO events (party_id, id, kind, time, payload) "
+            "SELECT %(party)s, last_id, %(kind)s, %(time)s, %(payload)s FROM counter RETURNING id",
+            {
+                "party": party_id,
+                "floor": self._last_event_id + 1,
+                "kind": kind,
+                "time": time,
+                "payload": json.dumps(payload, separators=(",", ":")),
+            },
+        ).fetchone()
+        assert row is not None
+        self._last_event_id = int(row[0])
+        return self._last_event_id
+
+    def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
+        rows = self.conn.execute(
+            "SELECT id, party_id, kind, time, payload FROM events WHERE party_id = %s AND id > %s "
+            "ORDER BY id LIMIT %s",
+            (party_id, after, limit),
+        )
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def record_write(self, record: WriteRecord) -> None:
+        r = record
+        self.conn.execute(
+            "INSERT INTO operation_writes (operation_id, version, owner, state, time, key, "
+            "conflicts) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                r.operation_id,
+                r.version,
+                r.owner,
+                r.state.value,
+                r.time,
+                json.dumps(r.key),
+                json.dumps(r.conflicts),
+            ),
+        )
+
+    def write_records(self) -> list[WriteRecord]:
+        rows = self.conn.execute(
+            "SELECT operation_id, version, owner, state, time, key, conflicts "
+            "FROM operation_writes ORDER BY seq"
+        )
+        return [
+            WriteRecord(
+                r[0],
+                r[1],
+                r[2],
+                OperationState(r[3]),
+                r[4],
+                tuple(json.loads(r[5])),
+                tuple(tuple(c) for c in json.loads(r[6])),
+            )
+            for r in rows
+        ]
+
+    def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
+        if not party_ids:
+            return {}
+        rows = self.conn.execute(
+            "SELECT party_id, max(id) FROM events WHERE party_id = ANY(%s) GROUP BY party_id",
+            (list(party_ids),),
+        )
+        return {p: int(i) for p, i in rows}
+
+    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
+        rows = self.conn.execute(
+            "SELECT s.party_id, s.webhook_url, s.webhook_secret, s.escalation_parties, "
+            "c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner, "
+            "c.lease_until, c.last_error, "
+            "(SELECT coalesce(max(e.id), 0) FROM events e WHERE e.party_id = s.party_id) "
+            "FROM party_settings s LEFT JOIN webhook_cursors c ON c.party_id = s.party_id "
+            "WHERE s.webhook_url IS NOT NULL"
+        )
+        return [
+            (
+                PartySettings(r[0], r[1], r[2], tuple(json.loads(r[3]))),
+                WebhookCursor(*r[4:11]) if r[4] is not None else None,
+                int(r[11]),
+            )
+            for r in rows
+        ]
+
+    def latest_event_id(self, party_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(max(id), 0) FROM events WHERE party_id = %s", (party_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def events_between(self, start: float, end: float, kinds: Sequence[str]) -> list[Event]:
+        # Ids are per party, so across parties the order is by time (then party, then id).
+        rows = self.conn.execute(
+            "SELECT id, party_id, kind, time, payload FROM events WHERE time >= %s AND time < %s "
+            "AND kind = ANY(%s) ORDER BY time, party_id, id",
+            (start, end, list(kinds)),
+        )
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    # Party settings and lead-time agreements
+    def get_settings(self, party_id: str) -> PartySettings:
+        row = self.conn.execute(
+            "SELECT webhook_url, webhook_secret, escalation_parties FROM party_settings "
+            "WHERE party_id = %s",
+            (party_id,),
+        ).fetchone()
+        if row is None:
+            return PartySettings(party_id)
+        return PartySettings(party_id, row[0], row[1], tuple(json.loads(row[2])))
+
+    def put_settings(self, settings: PartySettings) -> None:
+        self.conn.execute(
+            "INSERT INTO party_settings (party_id, webhook_url, webhook_secret, "
+            "escalation_parties) VALUES (%s, %s, %s, %s) ON CONFLICT (party_id) DO UPDATE SET "
+            "webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
+            "escalation_parties = excluded.escalation_parties",
+            (
+                settings.party_id,
+                settings.webhook_url,
+                settings.webhook_secret,
+                json.dumps(list(settings.escalation_parties)),
+            ),
+        )
+
+    def lead_times(self) -> dict[frozenset[str], float]:
+        rows = self.conn.execute("SELECT party_a, party_b, min_lead_s FROM lead_times")
+        return {frozenset((a, b)): s for a, b, s in rows}
+
+    def put_lead_time(self, party_a: str, party_b: str, min_lead_s: float) -> None:
+        a, b = sorted((party_a, party_b))
+        self.conn.execute(
+            "INSERT INTO lead_times (party_a, party_b, min_lead_s) VALUES (%s, %s, %s) "
+            "ON CONFLICT (party_a, party_b) DO UPDATE SET min_lead_s = excluded.min_lead_s",
+            (a, b, min_lead_s),
+        )
+
+    # Liveness
+    def get_liveness(self, party_id: str) -> Liveness | None:
+        row = self.conn.execute(
+            f"SELECT {_LIVENESS} FROM liveness WHERE party_id = %s", (party_id,)
+        ).fetchone()
+        return Liveness(*row) if row else None
+
+    def put_liveness(self, liveness: Liveness) -> None:
+        x = liveness
+        self.conn.execute(
+            f"INSERT INTO liveness ({_LIVENESS}) VALUES (%s, %s, %s, %s) ON CONFLICT (party_id) "
+            "DO UPDATE SET last_heartbeat = excluded.last_heartbeat, "
+            "availability = excluded.availability, changed_at = excluded.changed_at",
+            (x.party_id, x.last_heartbeat, x.availability, x.changed_at),
+        )
+
+    def list_liveness(self) -> list[Liveness]:
+        return [Liveness(*r) for r in self.conn.execute(f"SELECT {_LIVENESS} FROM liveness")]
+
+    # Messages and receipts
+    def put_message(self, message: Message) -> None:
+        m = message
+        self.conn.execute(
+            f"INSERT INTO messages ({_MESSAGE}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s)",
+            (
+                m.id,
+                m.sender,
+                json.dumps(list(m.recipients)),
+                m.kind,
+                m.urgency,
+                m.text,
+                m.sent_at,
+                m.ack_deadline,
+                m.operation_id,
+                m.alert_id,
+                m.reply_to,
+            ),
+        )
+
+    def get_message(self, message_id: str) -> Message | None:
+        row = self.conn.execute(
+            f"SELECT {_MESSAGE} FROM messages WHERE id = %s", (message_id,)
+        ).fetchone()
+        return _message(row) if row else None
+
+    def messages_between(self, start: float, end: float) -> list[Message]:
+        rows = self.conn.execute(
+            f"SELECT {_MESSAGE} FROM messages WHERE sent_at >= %s AND sent_at < %s "
+            "ORDER BY sent_at",
+            (start, end),
+        )
+        return [_message(r) for r in rows]
+
+    def put_receipt(self, receipt: Receipt) -> None:
+        r = receipt
+        self.conn.execute(
+            f"INSERT INTO receipts ({_RECEIPT}) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (message_id, party_id) DO UPDATE SET acked_at = excluded.acked_at, "
+            "level = excluded.level, next_at = excluded.next_at",
+            (r.message_id, r.party_id, r.acked_at, r.level, r.next_at),
+        )
+
+    def get_receipt(self, message_id: str, party_id: str) -> Receipt | None:
+        row = self.conn.execute(
+            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = %s AND party_id = %s",
+            (message_id, party_id),
+        ).fetchone()
+        return Receipt(*row) if row else None
+
+    def receipts(self, message_id: str) -> list[Receipt]:
+        rows = self.conn.execute(
+            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = %s", (message_id,)
+        ).fetchall()
+        return sorted((Receipt(*r) for r in rows), key=lambda r: r.party_id)
+
+    def due_receipts(self, now: float, limit: int) -> list[Receipt]:
+        rows = self.conn.execute(
+            f"SELECT {_RECEIPT} FROM receipts WHERE next_at IS NOT NULL AND next_at <= %s "
+            "ORDER BY next_at LIMIT %s",
+            (now, limit),
+        )
+        return [Receipt(*r) for r in rows]
+
+    def overdue_counts(self, now: float) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT r.party_id, count(*) FROM receipts r JOIN messages m ON m.id = r.message_id "
+            "WHERE r.acked_at IS NULL AND m.ack_deadline IS NOT NULL AND m.ack_deadline < %s "
+            "GROUP BY r.party_id",
+            (now,),
+        )
+        return {p: int(n) for p, n in rows}
+
+    def receipts_between(self, start: float, end: float) -> list[tuple[Message, Receipt]]:
+        columns = (
+            ", ".join(f"m.{c}" for c in _MESSAGE.split(", "))
+            + ", "
+            + ", ".join(f"r.{c}" for c in _RECEIPT.split(", "))
+        )
+        rows = self.conn.execute(
+            f"SELECT {columns} FROM messages m JOIN receipts r ON r.message_id = m.id "
+            "WHERE m.sent_at >= %s AND m.sent_at < %s ORDER BY m.sent_at",
+            (start, end),
+        )
+        return [(_message(r[:11]), Receipt(*r[11:])) for r in rows]
+
+    # Notices
+    def get_notice(self, operation_id: str, party_id: str) -> Notice | None:
+        row = self.conn.execute(
+            f"SELECT {_NOTICE} FROM notices WHERE operation_id = %s AND party_id = %s",
+            (operation_id, party_id),
+        ).fetchone()
+        return _notice(row) if row else None
+
+    def put_notice(self, notice: Notice) -> None:
+        n = notice
+        self.conn.execute(
+            f"INSERT INTO notices ({_NOTICE}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (operation_id, party_id) DO UPDATE SET active_at = excluded.active_at, "
+            "late = excluded.late",
+            (n.operation_id, n.owner, n.party_id, n.told_at, n.active_at, n.required_s, n.late),
+        )
+
+    def notices_between(self, start: float, end: float) -> list[Notice]:
+        rows = self.conn.execute(
+            f"SELECT {_NOTICE} FROM notices WHERE told_at >= %s AND told_at < %s ORDER BY told_at",
+            (start, end),
+        )
+        return [_notice(r) for r in rows]
+
+    # Audit log
+    def audit_head(self) -> AuditEntry | None:
+        row = self.conn.execute(
+            f"SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return _audit(row) if row else None
+
+    def audit_append(self, entry: AuditEntry) -> None:
+        e = entry
+        self.conn.execute(
+            f"INSERT INTO audit_log ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                e.seq,
+                e.time,
+                e.actor,
+                e.action,
+                e.subject,
+                json.dumps(e.payload, separators=(",", ":")),
+                e.prev,
+                e.digest,
+            ),
+        )
+
+    def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]:
+        rows = self.conn.execute(
+            f"SELECT {_AUDIT} FROM audit_log WHERE seq >= %s AND seq <= %s ORDER BY seq",
+            (first_seq, last_seq),
+        )
+        return [_audit(r) for r in rows]
+
+    def audit_seq_at(self, time: float) -> int:
+        """The last sequence number written before ``time`` (0 if none)."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM audit_log WHERE time < %s", (time,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def put_seal(self, seal: Seal) -> None:
+        self.conn.execute(
+            "INSERT INTO audit_seals (seq, digest, time, signature) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (seq) DO NOTHING",
+            (seal.seq, seal.digest, seal.time, seal.signature),
+        )
+
+    def seals(self, first_seq: int, last_seq: int) -> list[Seal]:
+        rows = self.conn.execute(
+            "SELECT seq, digest, time, signature FROM audit_seals WHERE seq >= %s AND seq <= %s "
+            "ORDER BY seq",
+            (first_seq, last_seq),
+        )
+        return [Seal(*r) for r in rows]
+
+    # Webhook delivery
+    def get_webhook_cursor(self, party_id: str) -> WebhookCursor | None:
+        row = self.conn.execute(
+            f"SELECT {_CURSOR} FROM webhook_cursors WHERE party_id = %s", (party_id,)
+        ).fetchone()
+        return WebhookCursor(*row) if row else None
+
+    def put_webhook_cursor(self, cursor: WebhookCursor) -> None:
+        c = cursor
+        self.conn.execute(
+            f"INSERT INTO webhook_cursors ({_CURSOR}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (party_id) DO UPDATE SET delivered = excluded.delivered, "
+            "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, "
+            "last_error = excluded.last_error",
+            (
+                c.party_id,
+                c.delivered,
+                c.attempts,
+                c.next_attempt_at,
+                c.lease_owner,
+                c.lease_until,
+                c.last_error,
+            ),
+        )
+
+
+_LIVENESS = "party_id, last_heartbeat, availability, changed_at"
+_MESSAGE = (
+    "id, sender, recipients, kind, urgency, text, sent_at, ack_deadline, operation_id, alert_id, "
+    "reply_to"
+)
+_RECEIPT = "message_id, party_id, acked_at, level, next_at"
+_NOTICE = "operation_id, owner, party_id, told_at, active_at, required_s, late"
+_AUDIT = "seq, time, actor, action, subject, payload, prev, digest"
+_CURSOR = "party_id, delivered, attempts, next_attempt_at, lease_owner, lease_until, last_error"
+
+
+def _message(r: Sequence[Any]) -> Message:
+    return Message(
+        r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]
+    )
+
+
+def _notice(r: Sequence[Any]) -> Notice:
+    return Notice(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+
+
+def _audit(r: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+
+
+# The store ---------------------------------------------------------------------------------------
+
+_RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+"""Retried: the transaction lost a race and had no effect. Not 40003 (CockroachDB's ambiguous
+commit), which may have committed: that one is Unavailable, and the client decides."""
+
+
+_UNIQUE_RETRIES: Final = 2
+
+
+class _StaleConnection(Exception):
+    """A pooled connection that died while idle: nothing ran on it yet, so take another."""
+
+
+class PostgresStore:
+    """The server store. Thread-safe: transactions take connections from a pool.
+
+    ``conninfo`` is a ``postgresql://`` URL (or libpq key=value string). ``pool_size=0`` opens a
+    connection per transaction (no idle connections kept: tests that make many stores).
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_size: int = 10,
+        max_attempts: int = 10,
+        timeout_s: float = 5.0,
+        query_cells: int = QUERY_MAX_CELLS,
+        apply_migrations: bool = True,
+    ) -> None:
+        self.conninfo = conninfo
+        self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
+        self.query_cells = query_cells
+        if apply_migrations:
+            migrate(conninfo, timeout_s=timeout_s)
+        kwargs = {"autocommit": True, "connect_timeout": _connect_timeout(timeout_s)}
+        self._pool: ConnectionPool[Any]
+        if pool_size <= 0:
+            self._pool = NullConnectionPool(
+                conninfo, kwargs=kwargs, timeout=timeout_s, num_workers=1, open=True
+            )
+        else:
+            self._pool = ConnectionPool(
+                conninfo,
+                kwargs=kwargs,
+                min_size=min(2, pool_size),
+                max_size=pool_size,
+                timeout=timeout_s,
+                num_workers=2,
+                open=True,
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return self.transact(lambda tx: _schema_version(tx.conn), write=False)
+
+    def transact(
+        self, fn: Callable[[PostgresTx], T], *, write: bool = True, priority: int = 0
+    ) -> T:
+        begin = "BEGIN ISOLATION LEVEL SERIALIZABLE" + ("" if write else " READ ONLY")
+        unique_violations = 0
+        for attempt in range(self.max_attempts):
+            try:
+                with self._pool.connection() as conn:
+                    return self._run(conn, begin, fn)
+            except _RETRYABLE:
+                pass
+            except pg_errors.UniqueViolation:
+                # Two writers that both saw a key free (the next audit seq, a new id) can meet
+                # here rather than at a serialization failure. Run again once or twice: a race
+                # resolves, a real duplicate repeats and is raised as it is.
+                unique_violations += 1
+                if unique_violations > _UNIQUE_RETRIES:
+                    raise
+            except _StaleConnection:
+                continue
+            except psycopg.OperationalError as exc:
+                raise Unavailable(f"The database is unavailable: {_reason(exc)}") from exc
+            time.sleep(random.uniform(0.0, min(0.25, 0.002 * 2**attempt)))
+        raise Unavailable("The database is busy; retry shortly.")
+
+    def _run(self, conn: psycopg.Connection[Any], begin: str, fn: Callable[[PostgresTx], T]) -> T:
+        try:
+            conn.execute(begin)
+        except psycopg.OperationalError as exc:
+            if conn.broken:
+                raise _StaleConnection from exc
+            raise
+        try:
+            result = fn(PostgresTx(conn, self.query_cells))
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+
+    def bulk_load(self, operations: Iterable[Operation], *, batch: int = 20_000) -> int:
+        """Insert operations directly with COPY (no checks, no events): seeding and benchmarks."""
+        count = 0
+        for chunk in _chunks(operations, batch):
+            self.transact(lambda tx, chunk=chunk: _copy(tx.conn, chunk))
+            count += len(chunk)
+        return count
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _copy(conn: psycopg.Connection[Any], operations: list[Operation]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY operations ({_OP_COLUMNS}) FROM STDIN") as copy:
+            for op in operations:
+                copy.write_row(_operation_row(op))
+        with cur.copy(
+            "COPY operation_cells (cell, span, t_start, op_id, ord, t_end, alt_lo, alt_hi) "
+            "FROM STDIN"
+        ) as copy:
+            for op in operations:
+                if not op.live:
+                    continue
+                cell, span, t0, ord_, t1, lo, hi = _OPS.cell_rows(op.volumes)
+                for i in range(len(cell)):
+                    copy.write_row((cell[i], span[i], t0[i], op.id, ord_[i], t1[i], lo[i], hi[i]))
+
+
+def _chunks(items: Iterable[Operation], size: int) -> Iterator[list[Operation]]:
+    chunk: list[Operation] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _rollback_quietly(conn: psycopg.Connection[Any]) -> None:
+    if conn.broken or conn.info.transaction_status not in (
+        TransactionStatus.INTRANS,
+        TransactionStatus.INERROR,
+    ):
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("ROLLBACK")
+
+
+def _connect_timeout(timeout_s: float) -> int:
+    return max(2, math.ceil(timeout_s))  # libpq's smallest meaningful value
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
