@@ -397,6 +397,11 @@ class TacticalMonitor:
     def run_once(self) -> CycleReport | None:
         """One cycle if this process holds (or can take) the lease; ``None`` if another does."""
         now = self.clock()
+        if not self.holding:
+            # Most processes, most of the time: a read tells them someone else runs the cycle.
+            lease = self.store.transact(lambda tx: tx.get_tactical_lease(), write=False)
+            if lease is not None and lease.owner != self.owner and lease.until > now:
+                return None
         claim = self.store.transact(lambda tx: self._claim(tx, now))
         if claim is None:
             self._drop()
@@ -497,7 +502,8 @@ class TacticalMonitor:
                 TacticalLease(self.owner, now + self.settings.lease_s, lease.since)
             )
 
-        self.store.transact(write)
+        if events or entries:  # else the claim already renewed the lease
+            self.store.transact(write)
         if claim.reports:
             self.cursor = claim.reports[-1].seq
         self.told = told
