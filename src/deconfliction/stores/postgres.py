@@ -107,6 +107,8 @@ from deconfliction.core.model import (
     PartySettings,
     Receipt,
     Subscription,
+    TacticalLease,
+    TrackReport,
     WebhookCursor,
     WriteRecord,
 )
@@ -493,6 +495,40 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "tactical: track reports (numbered in commit order) and the cycle lease",
+        (
+            """CREATE TABLE IF NOT EXISTS track_reports (
+                seq BIGINT PRIMARY KEY,
+                received_at DOUBLE PRECISION NOT NULL,
+                party_id TEXT NOT NULL,
+                aircraft_id TEXT NOT NULL,
+                time DOUBLE PRECISION NOT NULL,
+                lat DOUBLE PRECISION NOT NULL,
+                lon DOUBLE PRECISION NOT NULL,
+                alt DOUBLE PRECISION NOT NULL,
+                gs DOUBLE PRECISION NOT NULL,
+                trk DOUBLE PRECISION NOT NULL,
+                vs DOUBLE PRECISION NOT NULL,
+                operation_id TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS track_reports_received ON track_reports (received_at)",
+            """CREATE TABLE IF NOT EXISTS track_counter (
+                id INT PRIMARY KEY,
+                last_seq BIGINT NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS tactical_lease (
+                id INT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                until DOUBLE PRECISION NOT NULL,
+                since DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+)
+
 LATEST: Final = MIGRATIONS[-1].version
 
 _SCHEMA_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -798,6 +834,71 @@ class PostgresTx:
             )
             for r in rows
         ]
+
+    # Tactical
+    def add_track_reports(self, reports: Sequence[TrackReport]) -> None:
+        """Numbered from one counter row: the batch that commits later always gets the larger
+        numbers (a writer that takes the counter holds it until it commits), so the cycle's
+        cursor never skips a report. A sequence would number at insert time instead."""
+        if not reports:
+            return
+        row = self.conn.execute(
+            "INSERT INTO track_counter (id, last_seq) VALUES (1, %s) ON CONFLICT (id) DO UPDATE "
+            "SET last_seq = track_counter.last_seq + %s RETURNING last_seq",
+            (len(reports), len(reports)),
+        ).fetchone()
+        assert row is not None
+        first = int(row[0]) - len(reports) + 1
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO track_reports (seq, received_at, party_id, aircraft_id, time, lat, "
+                "lon, alt, gs, trk, vs, operation_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (
+                        first + i,
+                        r.received_at,
+                        r.party_id,
+                        r.aircraft_id,
+                        r.time,
+                        r.lat,
+                        r.lon,
+                        r.alt,
+                        r.gs,
+                        r.trk,
+                        r.vs,
+                        r.operation_id,
+                    )
+                    for i, r in enumerate(reports)
+                ],
+            )
+
+    def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:
+        rows = self.conn.execute(
+            "SELECT party_id, aircraft_id, time, lat, lon, alt, gs, trk, vs, operation_id, "
+            "received_at, seq FROM track_reports WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after, limit),
+        )
+        return [TrackReport(*r) for r in rows]
+
+    def prune_track_reports(self, received_before: float) -> int:
+        cur = self.conn.execute(
+            "DELETE FROM track_reports WHERE received_at < %s", (received_before,)
+        )
+        return int(cur.rowcount)
+
+    def get_tactical_lease(self) -> TacticalLease | None:
+        row = self.conn.execute("SELECT owner, until, since FROM tactical_lease WHERE id = 1")
+        found = row.fetchone()
+        return TacticalLease(*found) if found else None
+
+    def put_tactical_lease(self, lease: TacticalLease) -> None:
+        self.conn.execute(
+            "INSERT INTO tactical_lease (id, owner, until, since) VALUES (1, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until = excluded.until, "
+            "since = excluded.since",
+            (lease.owner, lease.until, lease.since),
+        )
 
     def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
         if not party_ids:
