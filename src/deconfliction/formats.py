@@ -18,18 +18,14 @@ from deconfliction.geo import Circle, Footprint, GeometryError, Polygon, Volume
 FEET = 0.3048
 
 
+#: The instants a time may name: those a datetime can hold (years 1 to 9999, UTC), so every time
+#: accepted here can be formatted again in a view, a message or an error.
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
 def parse_time(value: Any, field: str = "time") -> float:
     """UTC seconds from an ISO 8601 string (a zone is required) or a number of seconds."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidInput(
-                f"{field}: a time zone is required (use Z for UTC).", code="invalid_time"
-            )
-        return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise InvalidInput(f"{field}: not a valid time.", code="invalid_time")
-        return float(value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
@@ -39,7 +35,22 @@ def parse_time(value: Any, field: str = "time") -> float:
                 code="invalid_time",
             ) from None
         return parse_time(parsed, field)
-    raise InvalidInput(f"{field}: a time is required.", code="invalid_time")
+    try:
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise InvalidInput(
+                    f"{field}: a time zone is required (use Z for UTC).", code="invalid_time"
+                )
+            seconds = value.timestamp()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise InvalidInput(f"{field}: a time is required.", code="invalid_time")
+    except (OverflowError, ValueError):  # an integer beyond any float, an instant beyond datetime
+        seconds = math.nan
+    if not EARLIEST <= seconds <= LATEST:
+        raise InvalidInput(f"{field}: not a valid time (years 1 to 9999 UTC).", code="invalid_time")
+    return seconds
 
 
 def format_time(seconds: float) -> str:
@@ -50,7 +61,12 @@ def _number(data: Mapping[str, Any], key: str, where: str) -> float:
     value = data.get(key) if isinstance(data, Mapping) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{where}: '{key}' must be a number.", code="invalid_input")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float: no coordinate or length is
+        raise InvalidInput(
+            f"{where}: '{key}' must be a finite number.", code="invalid_input"
+        ) from None
 
 
 def _altitude(data: Mapping[str, Any], which: str, where: str) -> float:
@@ -116,7 +132,7 @@ def _geojson_footprint(
             )
     except GeometryError as exc:
         raise InvalidInput(f"{where}: {exc.message}", code=exc.code) from None
-    except (TypeError, ValueError, IndexError, KeyError):
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
         raise InvalidInput(
             f"{where}: malformed GeoJSON coordinates.", code="invalid_geometry"
         ) from None
