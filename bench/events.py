@@ -472,7 +472,7 @@ async def _measure(
         }
         achieved = phases[phase]["achieved_per_s"]
         log(f"    {ok:,} acknowledged, {achieved:,.0f}/s; drained in {drained['waited_s']:.1f} s")
-        if not rates and args.fallback and achieved < 0.95 * rate:
+        if not rates and args.fallback and rate in args.rates and achieved < 0.95 * rate:
             # The top rate was out of reach: measure again just below what the service managed,
             # so the table also shows latency at a rate it sustains rather than only overload.
             below = float(max(10, int(0.8 * achieved) // 10 * 10))
