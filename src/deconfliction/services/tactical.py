@@ -252,7 +252,10 @@ def _field(
     if isinstance(value, bool) or not isinstance(value, int | float):
         problem(k, wire, f"{wire} must be a number, got {value!r}")
         return math.nan
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
     if not math.isfinite(number):
         problem(k, wire, f"{wire} must be a finite number, got {value!r}")
     elif internal in LIMITS:
