@@ -187,27 +187,30 @@ def span_class(start: float, end: float) -> int:
     return len(SPANS) - 1
 
 
-def stored_cells(volume: Volume) -> list[int]:
-    """The signed cell ids a stored volume is indexed under."""
-    _, cells = cover(volume.footprint, MAX_CELLS)
-    return [_signed(c.id()) for c in cells]
+def stored_cells(volume: Volume) -> tuple[int, list[int]]:
+    """The level and signed cell ids a stored volume is indexed under."""
+    level, cells = cover(volume.footprint, MAX_CELLS)
+    return level, [_signed(c.id()) for c in cells]
 
 
 def query_probes(
     volume: Volume, budget: int = QUERY_MAX_CELLS
-) -> tuple[set[int], list[tuple[int, int]]]:
-    """``(exact ids, [(lo, hi), ...] ranges)`` that find every stored cell touching ``volume``."""
+) -> tuple[dict[int, int], list[tuple[int, int]]]:
+    """``({exact id: its level}, [(lo, hi), ...] ranges)`` that find every stored cell touching
+    ``volume``."""
     level, cells = cover(volume.footprint, budget)
-    exact: set[int] = set()
+    exact: dict[int, int] = {}
     ranges: list[tuple[int, int]] = []
-    coarser = [lv for lv in LEVELS if lv < level]
+    coarser = [(lv, 1 << (2 * (30 - lv))) for lv in LEVELS if lv < level]
     for cell in cells:
+        raw = cell.id()
         if level == FINE_LEVEL:
-            exact.add(_signed(cell.id()))
+            exact[_signed(raw)] = FINE_LEVEL
         else:
             ranges.append((_signed(cell.range_min().id()), _signed(cell.range_max().id())))
-        for lv in coarser:
-            exact.add(_signed(cell.parent(lv).id()))
+        for lv, lsb in coarser:
+            # An S2 id's lowest set bit marks its level: the ancestor keeps the bits above.
+            exact[_signed((raw & -lsb) | lsb)] = lv
     ranges.sort()
     merged: list[tuple[int, int]] = []
     for lo, hi in ranges:  # neighbours along the Hilbert curve make one range
@@ -227,10 +230,20 @@ class _Kind:
     key: str
 
     def cell_rows(self, volumes: Sequence[Volume]) -> tuple[list[Any], ...]:
+        rows, _ = self.cell_rows_and_usage(volumes)
+        return rows
+
+    def cell_rows_and_usage(
+        self, volumes: Sequence[Volume]
+    ) -> tuple[tuple[list[Any], ...], set[tuple[int, int]]]:
+        """The cell rows of ``volumes`` and the (level, span) classes they use."""
         cell, span, t0, ord_, t1, lo, hi = [], [], [], [], [], [], []
+        usage: set[tuple[int, int]] = set()
         for i, v in enumerate(volumes):
             k = span_class(v.start, v.end)
-            for c in stored_cells(v):
+            level, cells = stored_cells(v)
+            usage.add((level, k))
+            for c in cells:
                 cell.append(c)
                 span.append(k)
                 t0.append(v.start)
@@ -238,18 +251,21 @@ class _Kind:
                 t1.append(v.end)
                 lo.append(v.altitude_lower_m)
                 hi.append(v.altitude_upper_m)
-        return cell, span, t0, ord_, t1, lo, hi
+        return (cell, span, t0, ord_, t1, lo, hi), usage
 
     def index(self, conn: psycopg.Connection[Any], key: str, volumes: Sequence[Volume]) -> None:
-        rows = self.cell_rows(volumes)
+        rows, usage = self.cell_rows_and_usage(volumes)
         if not rows[0]:
             return
+        levels, spans = zip(*sorted(usage), strict=True)
         conn.execute(
+            "WITH used AS (INSERT INTO cell_usage (kind, level, span) SELECT %s, u.level, u.span "
+            "FROM unnest(%b::int2[], %b::int2[]) AS u(level, span) ON CONFLICT DO NOTHING) "
             f"INSERT INTO {self.cells} (cell, span, t_start, {self.key}, ord, t_end, alt_lo, "
             "alt_hi) SELECT q.cell, q.span, q.t_start, %s, q.ord, q.t_end, q.alt_lo, q.alt_hi "
             "FROM unnest(%b::int8[], %b::int2[], %b::float8[], %b::int4[], %b::float8[], "
             "%b::float8[], %b::float8[]) AS q(cell, span, t_start, ord, t_end, alt_lo, alt_hi)",
-            (key, *rows),
+            (self.cells, list(levels), list(spans), key, *rows),
         )
 
     def unindex(self, conn: psycopg.Connection[Any], key: str) -> None:
@@ -263,10 +279,14 @@ class _Kind:
         ranges would otherwise happily hash-join the whole cell table.
         """
         sql = (
-            f"SELECT x.{self.key} FROM unnest(%(e_cell)b::int8[], %(e_span)b::int2[], "
-            "%(e_from)b::float8[], %(e_to)b::float8[], %(e_start)b::float8[], "
-            "%(e_lo)b::float8[], %(e_hi)b::float8[]) "
-            "AS q(cell, span, t_from, t_to, q_start, q_lo, q_hi) "
+            f"SELECT x.{self.key} FROM unnest(%(e_cell)b::int8[], %(e_level)b::int2[], "
+            "%(e_span)b::int2[], %(e_from)b::float8[], %(e_to)b::float8[], "
+            "%(e_start)b::float8[], %(e_lo)b::float8[], %(e_hi)b::float8[]) "
+            "AS q(cell, level, span, t_from, t_to, q_start, q_lo, q_hi) "
+            # Only probe the (level, span) classes some stored volume uses: in a typical world
+            # that is one or two of thirty, and each skipped class is a b-tree descent saved.
+            f"JOIN cell_usage u ON u.kind = '{self.cells}' AND u.level = q.level "
+            "AND u.span = q.span "
             f"CROSS JOIN LATERAL (SELECT c.{self.key} FROM {self.cells} c "
             "WHERE c.cell = q.cell AND c.span = q.span "
             "AND c.t_start >= q.t_from AND c.t_start <= q.t_to AND c.t_end >= q.q_start "
@@ -290,21 +310,22 @@ class _Kind:
         p: dict[str, list[Any]] = {
             name: []
             for name in (
-                *("e_cell", "e_span", "e_from", "e_to", "e_start", "e_lo", "e_hi"),
+                *("e_cell", "e_level", "e_span", "e_from", "e_to", "e_start", "e_lo", "e_hi"),
                 *("r_lo", "r_hi", "r_to", "r_start", "r_alo", "r_ahi"),
             )
         }
         for v in volumes:
             exact, ranges = query_probes(v, budget)
-            for cell in exact:
-                for k, limit in enumerate(SPANS):
-                    p["e_cell"].append(cell)
-                    p["e_span"].append(k)
-                    p["e_from"].append(v.start - limit - SPAN_SLACK_S)
-                    p["e_to"].append(v.end)
-                    p["e_start"].append(v.start)
-                    p["e_lo"].append(v.altitude_lower_m)
-                    p["e_hi"].append(v.altitude_upper_m)
+            n = len(exact)
+            p["e_cell"] += [c for c in exact for _ in SPANS]
+            p["e_level"] += [lv for lv in exact.values() for _ in SPANS]
+            p["e_span"] += list(range(len(SPANS))) * n
+            p["e_from"] += [v.start - limit - SPAN_SLACK_S for limit in SPANS] * n
+            count = n * len(SPANS)
+            p["e_to"] += [v.end] * count
+            p["e_start"] += [v.start] * count
+            p["e_lo"] += [v.altitude_lower_m] * count
+            p["e_hi"] += [v.altitude_upper_m] * count
             for lo, hi in ranges:
                 p["r_lo"].append(lo)
                 p["r_hi"].append(hi)
@@ -525,6 +546,28 @@ MIGRATIONS += (
                 until DOUBLE PRECISION NOT NULL,
                 since DOUBLE PRECISION NOT NULL
             )""",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        4,
+        "cell usage: which (level, duration class) pairs each cell table holds",
+        (
+            """CREATE TABLE IF NOT EXISTS cell_usage (
+                kind TEXT NOT NULL,
+                level SMALLINT NOT NULL,
+                span SMALLINT NOT NULL,
+                PRIMARY KEY (kind, level, span)
+            )""",
+            # A database indexed before this table existed may hold any class: mark them all.
+            "INSERT INTO cell_usage (kind, level, span) SELECT k.kind, l.level, s.span "
+            "FROM (VALUES ('operation_cells'), ('subscription_cells')) AS k(kind) "
+            "CROSS JOIN (VALUES (10), (8), (6), (4), (2)) AS l(level) "
+            "CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5)) AS s(span) "
+            "WHERE EXISTS (SELECT 1 FROM operation_cells) "
+            "OR EXISTS (SELECT 1 FROM subscription_cells) ON CONFLICT DO NOTHING",
         ),
     ),
 )
@@ -1332,12 +1375,22 @@ def _copy(conn: psycopg.Connection[Any], operations: list[Operation]) -> None:
             "COPY operation_cells (cell, span, t_start, op_id, ord, t_end, alt_lo, alt_hi) "
             "FROM STDIN"
         ) as copy:
+            usage: set[tuple[int, int]] = set()
             for op in operations:
                 if not op.live:
                     continue
-                cell, span, t0, ord_, t1, lo, hi = _OPS.cell_rows(op.volumes)
+                (cell, span, t0, ord_, t1, lo, hi), used = _OPS.cell_rows_and_usage(op.volumes)
+                usage |= used
                 for i in range(len(cell)):
                     copy.write_row((cell[i], span[i], t0[i], op.id, ord_[i], t1[i], lo[i], hi[i]))
+        if usage:
+            levels, spans = zip(*sorted(usage), strict=True)
+            cur.execute(
+                "INSERT INTO cell_usage (kind, level, span) SELECT 'operation_cells', u.level, "
+                "u.span FROM unnest(%b::int2[], %b::int2[]) AS u(level, span) "
+                "ON CONFLICT DO NOTHING",
+                (list(levels), list(spans)),
+            )
 
 
 def _chunks(items: Iterable[Operation], size: int) -> Iterator[list[Operation]]:
