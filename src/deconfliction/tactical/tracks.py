@@ -86,6 +86,8 @@ class ReportBatch:
                     continue
                 try:
                     column[k] = float(value)
+                except OverflowError:  # an integer too large for a float: refused as not finite
+                    column[k] = np.inf
                 except (TypeError, ValueError):
                     problems.append(f"report {k}: {name} is not a number: {value!r}")
             numbers[name] = column
