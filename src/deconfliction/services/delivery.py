@@ -81,7 +81,11 @@ class WebhookDelivery:
     _pool: ThreadPoolExecutor | None = None
 
     def deliver_once(self) -> int:
-        """One pass over every party with pending events; returns events delivered."""
+        """One pass over every party with pending events; returns events delivered.
+
+        Three transactions per pass, however many parties are due: claim (a write, skipped
+        while every lease we need is ours and fresh), POST in parallel, settle (one write).
+        """
         now = self.clock()
         backlog = self.store.transact(lambda tx: tx.webhook_backlog(), write=False)
         due = [
@@ -95,72 +99,91 @@ class WebhookDelivery:
                 or cursor.lease_until <= now
             )
         ]
+        due = [(s, c) for s, c in due if s.webhook_url and s.webhook_secret]
         if not due:
             return 0
-        if len(due) == 1 or self.parallel <= 1:
-            return sum(self._deliver(s) for s, _ in due)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="webhook")
-        return sum(self._pool.map(lambda item: self._deliver(item[0]), due))
+        fresh = all(
+            c is not None and c.lease_owner == self.owner and c.lease_until > now + self.lease_s / 2
+            for _, c in due
+        )
 
-    def _deliver(self, settings: PartySettings) -> int:
-        party = settings.party_id
-        now = self.clock()
+        def claim(tx: Tx) -> list[tuple[PartySettings, list[Any]]]:
+            out = []
+            for settings, _ in due:
+                party = settings.party_id
+                cursor = tx.get_webhook_cursor(party) or WebhookCursor(party, 0, 0, 0.0, None, 0.0)
+                free = cursor.lease_owner in (None, self.owner) or cursor.lease_until <= now
+                if not free or cursor.next_attempt_at > now:
+                    continue
+                if not fresh:
+                    tx.put_webhook_cursor(
+                        replace(cursor, lease_owner=self.owner, lease_until=now + self.lease_s)
+                    )
+                events = tx.events_after(party, cursor.delivered, self.batch)
+                if events:
+                    out.append((settings, events))
+            return out
 
-        def claim(tx: Tx) -> list[Any] | None:
-            cursor = tx.get_webhook_cursor(party) or WebhookCursor(party, 0, 0, 0.0, None, 0.0)
-            free = cursor.lease_owner in (None, self.owner) or cursor.lease_until <= now
-            if not free or cursor.next_attempt_at > now:
-                return None
-            claimed = replace(cursor, lease_owner=self.owner, lease_until=now + self.lease_s)
-            tx.put_webhook_cursor(claimed)
-            return tx.events_after(party, cursor.delivered, self.batch)
-
-        events = self.store.transact(claim)
-        if not events or not settings.webhook_url or not settings.webhook_secret:
+        batches = self.store.transact(claim, write=not fresh)
+        if not batches:
             return 0
+        if len(batches) == 1 or self.parallel <= 1:
+            outcomes = [self._post(s, events) for s, events in batches]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="webhook")
+            outcomes = list(self._pool.map(lambda item: self._post(*item), batches))
+        done = self.clock()
+
+        def settle(tx: Tx) -> int:
+            delivered = 0
+            for (settings, events), error in zip(batches, outcomes, strict=True):
+                current = tx.get_webhook_cursor(settings.party_id)
+                if current is None or current.lease_owner != self.owner:
+                    continue  # our lease ran out and someone else took over: they redeliver
+                if error is None:
+                    tx.put_webhook_cursor(
+                        replace(
+                            current,
+                            delivered=events[-1].id,
+                            attempts=0,
+                            next_attempt_at=0.0,
+                            last_error=None,
+                            lease_until=done + self.lease_s,
+                        )
+                    )
+                    delivered += len(events)
+                    continue
+                attempts = current.attempts + 1
+                tx.put_webhook_cursor(
+                    replace(
+                        current,
+                        attempts=attempts,
+                        last_error=error,
+                        next_attempt_at=done + backoff_s(attempts),
+                    )
+                )
+            return delivered
+
+        return self.store.transact(settle)
+
+    def _post(self, settings: PartySettings, events: list[Any]) -> str | None:
+        """POST one batch; the error, or None on a 2xx."""
         body = json.dumps(
-            {"party_id": party, "events": [event_view(e) for e in events]}, separators=(",", ":")
+            {"party_id": settings.party_id, "events": [event_view(e) for e in events]},
+            separators=(",", ":"),
         ).encode()
+        assert settings.webhook_secret is not None
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(settings.webhook_secret, int(self.clock()), body),
             "X-Deconfliction-Delivery": f"{events[0].id}-{events[-1].id}",
         }
         try:
-            status = self.post(settings.webhook_url, body, headers)
-            error = None if 200 <= status < 300 else f"HTTP {status}"
+            status = self.post(settings.webhook_url or "", body, headers)
+            return None if 200 <= status < 300 else f"HTTP {status}"
         except Exception as exc:  # the receiver's failure, whatever it is, means retry later
-            error = f"{type(exc).__name__}: {exc}"
-        done = self.clock()
-
-        def settle(tx: Tx) -> int:
-            current = tx.get_webhook_cursor(party)
-            if current is None or current.lease_owner != self.owner:
-                return 0  # our lease ran out and someone else took over: they will redeliver
-            if error is None:
-                tx.put_webhook_cursor(
-                    replace(
-                        current,
-                        delivered=events[-1].id,
-                        attempts=0,
-                        next_attempt_at=0.0,
-                        last_error=None,
-                    )
-                )
-                return len(events)
-            attempts = current.attempts + 1
-            tx.put_webhook_cursor(
-                replace(
-                    current,
-                    attempts=attempts,
-                    last_error=error,
-                    next_attempt_at=done + backoff_s(attempts),
-                )
-            )
-            return 0
-
-        return self.store.transact(settle)
+            return f"{type(exc).__name__}: {exc}"
 
     def close(self) -> None:
         if self._pool is not None:

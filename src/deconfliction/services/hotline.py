@@ -82,11 +82,12 @@ class Hotline:
         now = self.clock()
 
         def write(tx: Tx) -> Message:
-            parties = {p.id for p in tx.list_parties()}
-            wanted = (
-                sorted(parties - {sender}) if list(recipients) == [ALL] else sorted(set(recipients))
-            )
-            unknown = [r for r in wanted if r not in parties]
+            if list(recipients) == [ALL]:
+                wanted = sorted({p.id for p in tx.list_parties()} - {sender})
+                unknown = []
+            else:  # look up only the recipients: loading every party costs O(parties) per send
+                wanted = sorted(set(recipients))
+                unknown = [r for r in wanted if tx.get_party(r) is None]
             if unknown:
                 raise InvalidInput(
                     f"Unknown recipient(s): {', '.join(unknown)}.",
