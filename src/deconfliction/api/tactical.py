@@ -61,7 +61,9 @@ def _records(data: Any, where: str = "") -> list[Any]:
 def _json(raw: bytes, where: str = "") -> Any:
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad UTF-8, bad JSON, or an integer of more than 4,300 digits;
+        # RecursionError: arrays or objects nested deeper than the parser recurses.
         raise InvalidInput(f"{where}not valid JSON: {exc}.", code="invalid_json") from None
 
 
