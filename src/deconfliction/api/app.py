@@ -175,9 +175,14 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        # FastAPI answers 400 when it cannot read a body as JSON at all (bad UTF-8, an integer
+        # of more than 4,300 digits, nesting deeper than the parser recurses).
+        code = {
+            400: "invalid_json",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None)
         )
