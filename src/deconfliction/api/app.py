@@ -192,12 +192,25 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
         log.exception("unexpected error", exc_info=exc)
         return error_response(500, "internal_error", "The service failed unexpectedly.")
 
+    registered: set[str] = set()  # parties are never removed, so a party seen once stays known
+
     def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise e.Unauthenticated("A bearer token is required.", code="missing_token")
-        return runtime.tokens.verify(credentials.credentials)
+        who = runtime.tokens.verify(credentials.credentials)
+        if who.party_id not in registered:
+            # A trusted issuer can sign any `sub`: only a registered party may act here.
+            try:
+                strategic.get_party(who.party_id)
+            except e.NotFound:
+                raise e.Forbidden(
+                    f"The token's party {who.party_id!r} is not registered with this service.",
+                    code="unknown_party",
+                ) from None
+            registered.add(who.party_id)
+        return who
 
     def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(READ)
