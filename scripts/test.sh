@@ -5,4 +5,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test,postgres,bench
 .venv/bin/ruff check .
 .venv/bin/ruff format --check src tests bench
-exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
+if [ "$#" -gt 0 ]; then  # the tests you name, as you name them
+  exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
+fi
+.venv/bin/python -m pytest -n 2 -p no:cacheprovider --ignore=tests/storm
+# Last and alone: the storm restarts PostgreSQL, which would disturb other tests using it.
+exec .venv/bin/python -m pytest -p no:cacheprovider tests/storm
