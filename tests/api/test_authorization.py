@@ -5,7 +5,7 @@ with it, so a new endpoint fails this file until it is classified — and from t
 the whole matrix. Refusals: no token 401 ``missing_token``; expired 401 ``token_expired``;
 another audience 401 ``wrong_audience``; an unknown key, a forged or malformed token 401
 ``invalid_token``; a registered party without the scope 403 ``missing_scope``; a valid token for
-a party nobody registered 403 ``unknown_party``. Every refusal is JSON ``{code, message,
+a party nobody registered 403 ``unregistered_party``. Every refusal is JSON ``{code, message,
 details}``; a 401 carries ``WWW-Authenticate: Bearer``.
 
 Another party's resources: its operations can be read (the reference, never the details) but not
@@ -204,7 +204,7 @@ BAD_TOKENS: dict[str, tuple[Callable[[Api], str | None], int, str]] = {
     "unregistered party": (
         lambda api: bearer(api.runtime.tokens.issue("ghost", (READ, WRITE, ADMIN))),
         403,
-        "unknown_party",
+        "unregistered_party",
     ),
 }
 

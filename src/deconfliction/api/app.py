@@ -207,7 +207,7 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
             except e.NotFound:
                 raise e.Forbidden(
                     f"The token's party {who.party_id!r} is not registered with this service.",
-                    code="unknown_party",
+                    code="unregistered_party",
                 ) from None
             registered.add(who.party_id)
         return who
