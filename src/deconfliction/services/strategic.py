@@ -128,7 +128,8 @@ class Strategic:
         op_id = operation_id or str(uuid.uuid4())
 
         def write(tx: Tx) -> Filed:
-            if tx.get_operation(op_id) is not None:
+            # A fresh UUID cannot exist yet; only a caller-chosen id needs the look.
+            if operation_id is not None and tx.get_operation(op_id) is not None:
                 raise VersionMismatch(
                     f"Operation {op_id} already exists; update it with its version.",
                     code="already_exists",

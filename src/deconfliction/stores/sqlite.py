@@ -271,10 +271,16 @@ class _Spatial:
         return out
 
     def write_volumes(
-        self, db: sqlite3.Connection, rowid: int, volumes: Sequence[Volume], indexed: bool
+        self,
+        db: sqlite3.Connection,
+        rowid: int,
+        volumes: Sequence[Volume],
+        indexed: bool,
+        replace: bool = True,
     ) -> None:
-        db.execute(f"DELETE FROM {self.volumes} WHERE op_rowid = ?", (rowid,))
-        self.unindex(db, rowid)
+        if replace:
+            db.execute(f"DELETE FROM {self.volumes} WHERE op_rowid = ?", (rowid,))
+            self.unindex(db, rowid)
         db.executemany(
             f"INSERT INTO {self.volumes} VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -393,15 +399,20 @@ class SqliteTx:
             op.updated_at,
             json.dumps(op.details.to_json()),
         )
-        cur = self.db.execute(
+        inserted = self.db.execute(
             "INSERT INTO operations (id, owner, state, priority, version, revision, created_at, "
-            "updated_at, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
-            "SET owner = excluded.owner, state = excluded.state, priority = excluded.priority, "
-            "version = excluded.version, revision = excluded.revision, "
-            "updated_at = excluded.updated_at, details = excluded.details RETURNING rowid",
+            "updated_at, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
+            "RETURNING rowid",
             row,
-        )
-        rowid = cur.fetchone()[0]
+        ).fetchone()
+        if inserted is not None:  # a new operation: nothing old to remove
+            self._ops.write_volumes(self.db, inserted[0], op.volumes, op.live, replace=False)
+            return
+        rowid = self.db.execute(
+            "UPDATE operations SET owner = ?, state = ?, priority = ?, version = ?, "
+            "revision = ?, updated_at = ?, details = ? WHERE id = ? RETURNING rowid",
+            (*row[1:6], row[7], row[8], op.id),
+        ).fetchone()[0]
         self._ops.write_volumes(self.db, rowid, op.volumes, indexed=op.live)
 
     def operation_candidates(
