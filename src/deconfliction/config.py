@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    http_threads: int = 40
+    """Threads per process for blocking request handlers (the store is blocking)."""
     sqlite_synchronous: str = "FULL"
     sqlite_group_commit: bool = False
     """Commit the writes waiting at one moment together (one sync for many): much higher

@@ -269,3 +269,11 @@ def test_vertex_order_does_not_matter(n):
     probe = Circle.create(50.0, 20.0 + 30_500.0 / 71_700.0, 1_000.0)
     assert footprints_overlap(a, probe) == footprints_overlap(b, probe)
     assert a.area_m2 == pytest.approx(b.area_m2)
+
+
+def test_a_ring_folding_back_on_itself_hundreds_of_times_is_refused_before_densifying() -> None:
+    """Three far-apart vertices repeated 333 times: once densified into 5 km pieces this was a
+    26,000-point tangle that GEOS took tens of seconds (or all memory) to judge."""
+    with pytest.raises(GeometryError) as refused:
+        Polygon.create([(0.0, 0.0), (10.0, 10.0), (0.0, 10.0)] * 333)
+    assert refused.value.code == "self_intersecting_polygon"

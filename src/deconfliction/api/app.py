@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from enum import Enum
 from typing import Annotated, Any
 
+import anyio
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -126,6 +127,10 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Blocking routes run on a thread pool. Dozens of threads only fight over the GIL (and
+        # stretch the write lock's hold time); a few keep the process busy and no more.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = runtime.settings.http_threads
         duties = runtime.duties() if background else None
         if duties:
             duties.start()
@@ -194,7 +199,7 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
 
     registered: set[str] = set()  # parties are never removed, so a party seen once stays known
 
-    def principal(
+    async def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer":
@@ -212,15 +217,15 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
             registered.add(who.party_id)
         return who
 
-    def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(READ)
         return who
 
-    def writer(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def writer(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(WRITE)
         return who
 
-    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(ADMIN)
         return who
 

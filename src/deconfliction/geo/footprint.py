@@ -168,23 +168,16 @@ class Polygon:
                 f"A polygon must fit within {MAX_CAP_DEG:g} degrees of arc (about 4,400 km) "
                 "of its centre.",
             )
+        # Judge the caller's ring before densifying it: a ring that folds back on itself many
+        # times would otherwise become tens of thousands of points for GEOS to untangle.
+        _check_ring(shapely.Polygon(gnomonic(xyz, center)))
         ring_lat, ring_lon = _densify(lat, lon)
         ring = to_unit(ring_lat, ring_lon)
         cap = float(angle(ring, center[None, :]).max()) + 1e-9
         plane = shapely.Polygon(gnomonic(ring, center))
         # A ring along one geodesic is a thin curve in the plane, not a straight line: its hull
         # can be thick, but the ring, repaired, still encloses nothing.
-        if _thickness(plane.convex_hull) < MIN_THICKNESS_M or (
-            not plane.is_valid and _thickness(shapely.make_valid(plane)) < MIN_THICKNESS_M
-        ):
-            raise GeometryError(
-                "degenerate_polygon", "The polygon encloses no area (its vertices are collinear)."
-            )
-        if not plane.is_valid:
-            raise GeometryError(
-                "self_intersecting_polygon",
-                f"The polygon's edges cross or touch each other: {explain_validity(plane)}.",
-            )
+        _check_ring(plane)
         pole = _pole_inside(plane, center, cap)
         original = tuple((float(a), float(b)) for a, b in zip(lat, lon, strict=True))
         return cls(original, ring_lat, ring_lon, ring, center, cap, pole)
@@ -258,6 +251,24 @@ def footprint_from_bytes(blob: bytes) -> Footprint:
         original = tuple((a, b) for a, b in coords[2 * n :].reshape(n_vertices, 2).tolist())
         return Polygon(original, lat, lon, to_unit(lat, lon), np.array([cx, cy, cz]), cap, pole)
     raise ValueError("not a stored footprint")
+
+
+def _check_ring(plane: shapely.Polygon) -> None:
+    """Refuse a planar ring that encloses nothing or whose edges cross or touch."""
+    # A ring along one geodesic is a thin curve in the plane, not a straight line: its hull
+    # can be thick, but the ring, repaired, still encloses nothing.
+    valid = plane.is_valid
+    if _thickness(plane.convex_hull) < MIN_THICKNESS_M or (
+        not valid and _thickness(shapely.make_valid(plane)) < MIN_THICKNESS_M
+    ):
+        raise GeometryError(
+            "degenerate_polygon", "The polygon encloses no area (its vertices are collinear)."
+        )
+    if not valid:
+        raise GeometryError(
+            "self_intersecting_polygon",
+            f"The polygon's edges cross or touch each other: {explain_validity(plane)}.",
+        )
 
 
 def _densify(lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
