@@ -15,7 +15,8 @@ The proof asked for in issue #5. The driver
    ``Retry-After`` header and waits that long; a connection refused or broken by a killed process
    sends it to another process. It records every status and every acknowledged write;
 4. injects the faults asked for: ``--kill-after S`` kills -9 one process (``--restart-killed``
-   starts it again), ``--restart-pg-after S`` restarts PostgreSQL once;
+   starts it again), ``--restart-pg-after S`` restarts PostgreSQL once (``--pg-down S2``
+   keeps it stopped S2 seconds first);
 5. waits (bounded) for webhook delivery to drain, then checks, from the database (Store API) and
    what the clients and the receiver recorded:
 
@@ -51,6 +52,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -75,6 +77,7 @@ if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
 
 from deconfliction.config import Settings  # noqa: E402
 from deconfliction.core import rules  # noqa: E402
+from deconfliction.core.errors import Unavailable  # noqa: E402
 from deconfliction.core.model import OperationState  # noqa: E402
 from deconfliction.formats import format_time, parse_volumes  # noqa: E402
 from deconfliction.security import load_or_create_signing_key  # noqa: E402
@@ -112,7 +115,10 @@ class StormConfig:
     restart_killed_after_s: float | None = None
     """Seconds after the kill to start the killed process again (None: leave it dead)."""
     restart_pg_after_s: float | None = None
-    pg_restart_command: list[str] | None = None
+    pg_down_s: float = 0.0
+    """With 0, PostgreSQL is restarted in one step; else stopped, left down this long, started."""
+    pg_ctl: list[str] | None = None
+    """The command that controls the server, without its action (stop, start, restart)."""
     stale_fraction: float = 0.1
     max_live_per_client: int = 2
     update_fraction: float = 0.25
@@ -125,7 +131,7 @@ class StormConfig:
     quiet: bool = False
 
 
-def default_pg_restart_command() -> list[str] | None:
+def default_pg_ctl() -> list[str] | None:
     """``pg_ctlcluster`` for the one local cluster, when this machine has one and we are root."""
     conf = Path("/etc/postgresql")
     if shutil.which("pg_ctlcluster") is None or not conf.is_dir() or os.geteuid() != 0:
@@ -133,7 +139,7 @@ def default_pg_restart_command() -> list[str] | None:
     versions = sorted(p.name for p in conf.iterdir() if (p / "main").is_dir())
     if len(versions) != 1:
         return None
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "restart"]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main"]
 
 
 # The database --------------------------------------------------------------------------------------
@@ -378,6 +384,20 @@ class Service:
             )
         self.starts += 1
 
+    def start_until_ready(self, timeout_s: float = 90.0) -> None:
+        """Start, and start again while it exits at once, as a supervisor would: a process that
+        cannot reach the database at start (restarting, or out of shared memory) exits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.start()
+            try:
+                self.wait_ready(max(1.0, deadline - time.monotonic()))
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
     def wait_ready(self, timeout_s: float = 90.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -543,6 +563,7 @@ class Ledger:
     violations: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     first_503_at: float | None = None
+    last_ack_at: float | None = None
     last_503_at: float | None = None
     timeline: Counter[int] = field(default_factory=Counter)
     """Acknowledged writes per second of the storm."""
@@ -740,7 +761,8 @@ class Client:
     def _acked(self, kind: str, view: dict[str, Any]) -> None:
         op_id, version, state = view["id"], view["version"], view["state"]
         self.ledger.acked.append((kind, self.party, op_id, version))
-        self.ledger.timeline[int(time.monotonic() - self.t0)] += 1
+        self.ledger.last_ack_at = time.monotonic() - self.t0
+        self.ledger.timeline[int(self.ledger.last_ack_at)] += 1
         own = self.ledger.ops.get(op_id)
         if own is None:
             own = self.ledger.ops[op_id] = OwnOp(op_id, version, state)
@@ -795,7 +817,8 @@ class Faults:
     killed_at: float | None = None
     restarted_killed_at: float | None = None
     pg_restart_at: float | None = None
-    pg_restart_s: float | None = None
+    pg_back_at: float | None = None
+    """When the start (or restart) command returned: the server accepts connections again."""
     pg_restart_error: str | None = None
 
 
@@ -816,29 +839,77 @@ class Storm:
     drained: bool = False
 
 
+class PatientStore:
+    """A store whose transactions wait out ``Unavailable`` for a while.
+
+    The driver's own setup and reads must not fail because the server is restarting or, shared
+    with other work, briefly short of the memory serializable transactions need (``out of
+    shared memory``): the services answer those moments with 503, the driver waits them out.
+    A write retried after an unknown outcome may be applied twice; setup copes with that.
+    """
+
+    def __init__(self, url: str, patience_s: float = 60.0, pool_size: int = 2) -> None:
+        from deconfliction.stores.postgres import PostgresStore
+
+        self.patience_s = patience_s
+        self.store = self._patiently(lambda: PostgresStore(url, pool_size=pool_size))
+
+    def _patiently(self, fn: Any) -> Any:
+        deadline = time.monotonic() + self.patience_s
+        while True:
+            try:
+                return fn()
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def transact(self, fn: Any, *, write: bool = True, priority: int = 0) -> Any:
+        return self._patiently(lambda: self.store.transact(fn, write=write, priority=priority))
+
+    def close(self) -> None:
+        self.store.close()
+
+
 def setup(cfg: StormConfig, url: str, workdir: Path, receiver: Receiver) -> Storm:
     """Parties, tokens, webhooks and subscriptions, written directly through the services."""
-    from deconfliction.runtime import Runtime
+    from deconfliction.core.errors import InvalidInput
+    from deconfliction.security import TokenAuthority
+    from deconfliction.services.hotline import Hotline
+    from deconfliction.services.strategic import Strategic
 
     key_path = workdir / "signing-key.pem"
-    load_or_create_signing_key(key_path)
-    rt = Runtime.open(Settings(db=url, signing_key=str(key_path)))
+    settings = Settings(db=url, signing_key=str(key_path))
+    tokens = TokenAuthority(
+        load_or_create_signing_key(key_path),
+        [],
+        audience=settings.audience,
+        issuer=settings.issuer,
+    )
+    store = PatientStore(url)
+    strategic = Strategic(store, settings.policy())  # type: ignore[arg-type]
+    hotline = Hotline(store, settings.hotline_policy())  # type: ignore[arg-type]
     try:
         parties: list[tuple[str, str]] = []
         secrets: dict[str, str] = {}
-        base = _base_time()
-        area = parse_volumes(hot_spot_area(base))
+        area = parse_volumes(hot_spot_area(_base_time()))
         for i in range(cfg.parties):
-            party = rt.strategic.add_party(f"storm-{i:02d}")
-            token = rt.tokens.issue(party.id, lifetime_s=86_400)
-            settings = rt.hotline.configure(party.id, webhook_url=receiver.url(party.id))
-            assert settings.webhook_secret is not None
-            secrets[party.id] = settings.webhook_secret
+            name = f"storm-{i:02d}"
+            try:
+                party = strategic.add_party(name)
+            except InvalidInput as exc:  # added by an attempt whose answer was lost
+                if exc.code != "party_exists":
+                    raise
+                party = strategic.find_party(name)
+            token = tokens.issue(party.id, lifetime_s=86_400)
+            webhook = hotline.configure(party.id, webhook_url=receiver.url(party.id))
+            assert webhook.webhook_secret is not None
+            secrets[party.id] = webhook.webhook_secret
             if i < cfg.subscribers:
-                rt.strategic.subscribe(party.id, area)
+                strategic.subscribe(party.id, area)
             parties.append((party.id, token))
     finally:
-        rt.close()
+        store.close()
     receiver.secrets.update(secrets)
     services = [Service(i, url, key_path, workdir) for i in range(cfg.processes)]
     return Storm(cfg, url, key_path, receiver, services, parties, secrets)
@@ -876,40 +947,46 @@ async def _kill(storm: Storm, t0: float) -> None:
     if cfg.restart_killed_after_s is None:
         return
     await _at(t0, now + cfg.restart_killed_after_s)
-    # Like a supervisor: a process that cannot reach the database at start exits (status 1),
-    # e.g. while PostgreSQL restarts; start it again until it answers.
-    deadline = time.monotonic() + 60.0
-    while True:
-        victim.start()
-        try:
-            await asyncio.to_thread(victim.wait_ready)
-            break
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                return
-            await asyncio.sleep(1.0)
+    try:
+        await asyncio.to_thread(victim.start_until_ready, 60.0)
+    except RuntimeError:
+        return
     faults.restarted_killed_at = time.monotonic() - t0
     _say(cfg, f"  {faults.restarted_killed_at:5.1f} s  service {victim.index} is back")
 
 
 async def _restart_pg(storm: Storm, t0: float, after_s: float) -> None:
     cfg, faults = storm.cfg, storm.faults
-    now = await _at(t0, after_s)
-    command = cfg.pg_restart_command or default_pg_restart_command()
-    faults.pg_restart_at = now
-    if command is None:
-        faults.pg_restart_error = "no way to restart PostgreSQL here (see --pg-restart-command)"
+    faults.pg_restart_at = await _at(t0, after_s)
+    ctl = cfg.pg_ctl or default_pg_ctl()
+    if ctl is None:
+        faults.pg_restart_error = "no way to restart PostgreSQL here (see --pg-ctl)"
         return
-    _say(cfg, f"  {now:5.1f} s  restarting PostgreSQL: {' '.join(command)}")
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    faults.pg_restart_s = time.monotonic() - started
-    if proc.returncode != 0:
-        faults.pg_restart_error = f"exit {proc.returncode}: {out.decode()[-300:]}"
-    _say(cfg, f"  {time.monotonic() - t0:5.1f} s  PostgreSQL is back")
+    how = f"down for {cfg.pg_down_s:g} s" if cfg.pg_down_s > 0 else "restart"
+    _say(cfg, f"  {faults.pg_restart_at:5.1f} s  PostgreSQL {how}: {' '.join(ctl)}")
+    # In a thread: once stopped, the server is started again whatever happens to the storm.
+    faults.pg_restart_error = await asyncio.to_thread(pg_restart, ctl, cfg.pg_down_s)
+    faults.pg_back_at = time.monotonic() - t0
+    _say(cfg, f"  {faults.pg_back_at:5.1f} s  PostgreSQL is back")
+
+
+def pg_restart(ctl: list[str], down_s: float) -> str | None:
+    """Restart the server (stop, wait ``down_s``, start); None, or what went wrong."""
+
+    def run(action: str) -> str | None:
+        done = subprocess.run([*ctl, action], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            return f"{action}: exit {done.returncode}: {(done.stdout + done.stderr)[-300:]}"
+        return None
+
+    if down_s <= 0:
+        return run("restart")
+    try:
+        stopped = run("stop")
+        time.sleep(down_s)
+    finally:
+        started = run("start")
+    return stopped or started
 
 
 async def _run_clients(storm: Storm) -> None:
@@ -934,11 +1011,9 @@ async def _run_clients(storm: Storm) -> None:
 
 def drain(storm: Storm) -> None:
     """Wait until every party's newest stored event reached the receiver (bounded)."""
-    from deconfliction.stores.postgres import PostgresStore
-
     started = time.monotonic()
     deadline = started + storm.cfg.drain_timeout_s
-    store = PostgresStore(storm.url, pool_size=1, apply_migrations=False)
+    store = PatientStore(storm.url, pool_size=1)
     try:
         ids = [p for p, _ in storm.parties]
         while True:
@@ -1017,10 +1092,8 @@ def _audit_entries(store: Any) -> list[Any]:
 
 def check(storm: Storm) -> Report:
     """Read the database through the Store API and prove (i)-(v) (see the module docstring)."""
-    from deconfliction.stores.postgres import PostgresStore
-
     wait_for_database(storm.url)
-    store = PostgresStore(storm.url, pool_size=2, apply_migrations=False)
+    store = PatientStore(storm.url)
     try:
         return _check(storm, store)
     finally:
@@ -1196,7 +1269,7 @@ def _check(storm: Storm, store: Any) -> Report:
             faults.fail("the killed service was not started again")
     if cfg.restart_pg_after_s is not None:
         faults.checked += 1
-        if f.pg_restart_error is not None or f.pg_restart_s is None:
+        if f.pg_restart_error is not None or f.pg_back_at is None:
             faults.fail(f"PostgreSQL was not restarted: {f.pg_restart_error}")
     faults.note = "kill -9 and restarts done as asked"
     checks = [key_live, history, stored, delivered, audit, clients, faults]
@@ -1297,9 +1370,10 @@ def summary(storm: Storm, report: Report) -> str:
             + (f" ({starts} starts)" if starts > 1 else "")
         )
     if faults.pg_restart_at is not None:
-        took = f" (took {faults.pg_restart_s:.1f} s)" if faults.pg_restart_s else ""
+        down = f", down for {cfg.pg_down_s:g} s" if cfg.pg_down_s > 0 else ""
+        back = f", back at {faults.pg_back_at:.1f} s" if faults.pg_back_at else ""
         err = f" FAILED: {faults.pg_restart_error}" if faults.pg_restart_error else ""
-        fault_bits.append(f"PostgreSQL restart at {faults.pg_restart_at:.1f} s{took}{err}")
+        fault_bits.append(f"PostgreSQL restart at {faults.pg_restart_at:.1f} s{down}{back}{err}")
     lines.append("faults: " + ("; ".join(fault_bits) or "none"))
     if ledger.first_503_at is not None:
         lines.append(f"503s seen from {ledger.first_503_at:.1f} s to {ledger.last_503_at:.1f} s")
@@ -1379,7 +1453,10 @@ def run_storm(cfg: StormConfig) -> tuple[Storm, Report]:
         for service in storm.services:
             service.start()
         for service in storm.services:
-            service.wait_ready()
+            try:
+                service.wait_ready()
+            except RuntimeError:  # it exited: start it again until it stays up
+                service.start_until_ready()
         ports = ", ".join(str(s.port) for s in storm.services)
         _say(cfg, f"{cfg.processes} services up (ports {ports}); storm for {cfg.duration_s:g} s")
         asyncio.run(_run_clients(storm))
@@ -1420,8 +1497,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--restart-pg-after", type=float, help="Restart PostgreSQL after S seconds.")
     p.add_argument(
-        "--pg-restart-command",
-        help="Shell words that restart PostgreSQL (default: pg_ctlcluster for the local cluster).",
+        "--pg-down",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="Stop PostgreSQL, leave it down S seconds, start it (default: one restart).",
+    )
+    p.add_argument(
+        "--pg-ctl",
+        help="The command that controls PostgreSQL, without the action it appends (stop, start, "
+        "restart); default: pg_ctlcluster --skip-systemctl-redirect VERSION main.",
     )
     p.add_argument("--stale", type=float, default=0.1, help="Share of stale first keys.")
     p.add_argument("--drain-timeout", type=float, default=90.0)
@@ -1439,7 +1524,8 @@ def main(argv: list[str] | None = None) -> int:
         kill_after_s=args.kill_after,
         restart_killed_after_s=args.restart_killed,
         restart_pg_after_s=args.restart_pg_after,
-        pg_restart_command=args.pg_restart_command.split() if args.pg_restart_command else None,
+        pg_down_s=args.pg_down,
+        pg_ctl=shlex.split(args.pg_ctl) if args.pg_ctl else None,
         stale_fraction=args.stale,
         drain_timeout_s=args.drain_timeout,
         admin_url=args.admin_url,
