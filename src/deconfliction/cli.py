@@ -126,7 +126,8 @@ def serve(
     import uvicorn
 
     os.environ["DECONFLICTION_DB"] = db
-    Runtime.open(Settings(db=db)).close()  # create the schema and the signing key once, up front
+    # Create the schema and the signing key once, up front (waiting for a database that starts).
+    Runtime.open_patiently(Settings(db=db)).close()
     console.print(f"deconfliction on [bold]http://{host}:{port}[/]  (docs: /docs, db: {db})")
     uvicorn.run(
         "deconfliction.api.app:app_from_env",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from deconfliction.config import Settings
+from deconfliction.core.errors import Unavailable
 from deconfliction.security import (
     TokenAuthority,
     load_or_create_signing_key,
@@ -18,6 +20,8 @@ from deconfliction.services.hotline import Hotline
 from deconfliction.services.strategic import Strategic
 from deconfliction.services.tactical import TacticalMonitor, TrackIngest
 from deconfliction.stores.base import Store
+
+log = logging.getLogger("deconfliction")
 
 
 def open_store(settings: Settings) -> Store:
@@ -68,6 +72,21 @@ class Runtime:
             AuditLog(store, signing_key, time.time),
             TrackIngest(store, settings.tactical_settings()),
         )
+
+    @classmethod
+    def open_patiently(cls, settings: Settings, wait_s: float = 60.0) -> Runtime:
+        """``open``, waiting for a database that is still starting (as a supervisor would)."""
+        deadline = time.monotonic() + wait_s
+        delay = 0.5
+        while True:
+            try:
+                return cls.open(settings)
+            except Unavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("database unavailable at start; retrying in %.1f s", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def duties(self, post: Post | None = None) -> Duties:
         """The periodic work of this process (webhooks, escalation, liveness, seals)."""

@@ -155,3 +155,23 @@ def test_two_processes_deliver_each_event_with_a_stable_id(setup, clock: Clock) 
     b.deliver_once()
     assert seen["http://x/a"] == [e.id for e in strategic.events(red, limit=1000)]
     assert seen["http://x/b"] == [e.id for e in strategic.events(blue, limit=1000)]
+
+
+def test_a_process_stopping_cleanly_hands_its_leases_over_at_once(setup, clock: Clock) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    hotline.send(blue, [red], MessageKind.TEXT, "one")
+    got: list[bytes] = []
+    a = WebhookDelivery(
+        hotline.store, lambda u, b, h: got.append(b) or 200, clock, owner="a", parallel=1
+    )
+    assert a.deliver_once() == 1
+    a.release()
+    hotline.send(blue, [red], MessageKind.TEXT, "two")
+    b = WebhookDelivery(
+        hotline.store, lambda u, b, h: got.append(b) or 200, clock, owner="b", parallel=1
+    )
+    assert b.deliver_once() == 1  # no 30 s wait for a's lease
+    assert [e["id"] for body in got for e in json.loads(body)["events"]] == [
+        e.id for e in strategic.events(red)
+    ]

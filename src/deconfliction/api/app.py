@@ -22,6 +22,7 @@ from deconfliction import __version__
 from deconfliction.api import hotline as hotline_routes
 from deconfliction.api import schemas as s
 from deconfliction.api import tactical as tactical_routes
+from deconfliction.config import Settings
 from deconfliction.core import errors as e
 from deconfliction.core.model import OperationDetails
 from deconfliction.core.rules import Found
@@ -435,4 +436,4 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    return create_app(Runtime.open(), background=True)
+    return create_app(Runtime.open_patiently(Settings()), background=True)

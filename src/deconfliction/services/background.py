@@ -90,4 +90,8 @@ class Duties:
                 self.tactical.release()  # hand the cycle over at once rather than after the lease
             except Exception:
                 log.exception("could not release the tactical lease")
+        try:
+            self.webhooks.release()  # likewise for the webhook cursors this process feeds
+        except Exception:  # the store may be gone already; the leases then simply run out
+            log.warning("could not release webhook leases on stop", exc_info=True)
         self.webhooks.close()

@@ -185,6 +185,17 @@ class WebhookDelivery:
         except Exception as exc:  # the receiver's failure, whatever it is, means retry later
             return f"{type(exc).__name__}: {exc}"
 
+    def release(self) -> None:
+        """Give back this process's leases (on a clean stop), so delivery goes on elsewhere at
+        once instead of after the leases run out."""
+
+        def release(tx: Tx) -> None:
+            for _, cursor, _ in tx.webhook_backlog():
+                if cursor is not None and cursor.lease_owner == self.owner:
+                    tx.put_webhook_cursor(replace(cursor, lease_owner=None, lease_until=0.0))
+
+        self.store.transact(release)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
