@@ -154,8 +154,53 @@ def _racing_filers(store, attempts: list[str], seen: dict[str, set[str]]) -> lis
     return results
 
 
+@pytest.fixture
+def pg_unqueued(url: str) -> Iterator[object]:
+    """Writers not queued on the table lock: SERIALIZABLE alone orders them (CockroachDB)."""
+    from deconfliction.stores.postgres import PostgresStore
+
+    store = PostgresStore(url, pool_size=4, queue_writers=False)
+    yield store
+    store.close()
+
+
 @pytest.mark.postgres
-def test_conflicting_writers_are_serialized_by_retrying_the_loser(pg) -> None:
+def test_queued_writers_each_see_the_one_before_without_a_retry(url: str) -> None:
+    from deconfliction.stores.postgres import PostgresStore
+
+    store = PostgresStore(url, pool_size=4)
+    attempts: list[str] = []
+    seen: dict[str, set[str]] = {}
+    volume = circle(45.0, 7.0, 2_000.0)
+    both_in = threading.Barrier(2, timeout=10)
+    results: list[object] = []
+
+    def file(op_id: str) -> None:
+        def write(tx) -> None:
+            attempts.append(op_id)
+            seen[op_id] = {o.id for o in tx.operation_candidates([volume])}
+            tx.put_operation(operation(op_id, volume, owner=op_id))
+
+        both_in.wait()
+        try:
+            results.append(store.transact(write))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=file, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    assert results == [None, None]
+    assert sorted(attempts) == ["a", "b"]  # no retries: the second waited, then saw the first
+    assert sorted(seen.values(), key=len) == [set(), {"a"} if seen["b"] else {"b"}]
+
+
+@pytest.mark.postgres
+def test_conflicting_writers_are_serialized_by_retrying_the_loser(pg_unqueued) -> None:
+    pg = pg_unqueued
     attempts: list[str] = []
     seen: dict[str, set[str]] = {}
 
@@ -172,7 +217,7 @@ def test_conflicting_writers_are_serialized_by_retrying_the_loser(pg) -> None:
 def test_retries_used_up_are_reported_unavailable(url: str) -> None:
     from deconfliction.stores.postgres import PostgresStore
 
-    store = PostgresStore(url, pool_size=2, max_attempts=1)
+    store = PostgresStore(url, pool_size=2, max_attempts=1, queue_writers=False)
     try:
         results = _racing_filers(store, [], {})
     finally:
