@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     ``<db>.key.pem`` next to a SQLite file; ``./deconfliction.key.pem`` with a database URL (set it
     to one shared key file when several hosts serve the same database)."""
     trusted_keys: list[str] = []
-    """Extra PEM public keys (RS256 or ES256) whose tokens are accepted, e.g. a party's own issuer."""
+    """``PARTY_ID=path/to/public-key.pem`` entries: a party's own issuer (RS256 or ES256) whose
+    tokens are accepted for that party only (never for another ``sub``, never with ``admin``)."""
     audience: str = "deconfliction"
     issuer: str = "deconfliction"
     host: str = "127.0.0.1"

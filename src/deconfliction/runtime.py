@@ -11,7 +11,7 @@ from deconfliction.core.errors import Unavailable
 from deconfliction.security import (
     TokenAuthority,
     load_or_create_signing_key,
-    load_public_key,
+    parse_trusted_key,
 )
 from deconfliction.services.audit import AuditLog
 from deconfliction.services.background import Duties
@@ -51,14 +51,13 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Runtime:
-        from pathlib import Path
 
         settings = settings or Settings()
         store = open_store(settings)
         signing_key = load_or_create_signing_key(settings.signing_key_path)
         tokens = TokenAuthority(
             signing_key,
-            [load_public_key(Path(p)) for p in settings.trusted_keys],
+            [parse_trusted_key(entry) for entry in settings.trusted_keys],
             audience=settings.audience,
             issuer=settings.issuer,
         )

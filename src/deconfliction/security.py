@@ -72,6 +72,17 @@ def load_or_create_signing_key(path: Path) -> PrivateKey:
     return key
 
 
+def parse_trusted_key(entry: str) -> tuple[str, PublicKey]:
+    """``PARTY_ID=path/to/key.pem``: a public key allowed to sign tokens for that party only."""
+    party, sep, path = entry.partition("=")
+    if not sep or not party.strip() or not path.strip():
+        raise ValueError(
+            f"Trusted key {entry!r}: write it as PARTY_ID=path/to/public-key.pem (an outside "
+            "issuer may only speak for the one party it belongs to)."
+        )
+    return party.strip(), load_public_key(Path(path.strip()))
+
+
 def load_public_key(path: Path) -> PublicKey:
     key = serialization.load_pem_public_key(path.read_bytes())
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
@@ -86,16 +97,19 @@ class TokenAuthority:
     def __init__(
         self,
         signing_key: PrivateKey | None,
-        trusted: list[PublicKey],
+        trusted: list[tuple[str, PublicKey]],
         *,
         audience: str,
         issuer: str,
         leeway_s: float = 30.0,
     ) -> None:
+        """``trusted``: (party, key) pairs; an outside key speaks for its one party only."""
         self._signing_key = signing_key
-        self._verifiers = [(k, _algorithm(k)) for k in trusted]
+        self._verifiers: list[tuple[PublicKey, str, str | None]] = [
+            (k, _algorithm(k), party) for party, k in trusted
+        ]
         if signing_key is not None:
-            self._verifiers.insert(0, (signing_key.public_key(), _algorithm(signing_key)))
+            self._verifiers.insert(0, (signing_key.public_key(), _algorithm(signing_key), None))
         self.audience = audience
         self.issuer = issuer
         self.leeway_s = leeway_s
@@ -142,7 +156,7 @@ class TokenAuthority:
 
     def _verify(self, token: str) -> tuple[Principal, float]:
         reason = "The token is not signed by a trusted key."
-        for key, algorithm in self._verifiers:
+        for key, algorithm, bound in self._verifiers:
             try:
                 claims = jwt.decode(
                     token,
@@ -171,5 +185,14 @@ class TokenAuthority:
                 continue
             scope = claims.get("scope", "")
             scopes = frozenset(scope.split() if isinstance(scope, str) else [])
+            if bound is not None:
+                # A party's own issuer vouches for that party, nothing more: no other `sub`,
+                # and never the service's own administration.
+                if str(claims["sub"]) != bound:
+                    raise Unauthenticated(
+                        "The token's issuer may only speak for its own party.",
+                        code="invalid_token",
+                    )
+                scopes = scopes - {ADMIN}
             return Principal(str(claims["sub"]), scopes), float(claims["exp"])
         raise Unauthenticated(reason, code="invalid_token")

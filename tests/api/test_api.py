@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
@@ -261,7 +262,7 @@ def test_missing_scope_is_403(api: Api) -> None:
     assert admin_only.status_code == 403
 
 
-def test_rs256_tokens_from_a_trusted_issuer_are_accepted(tmp_path) -> None:
+def test_a_partys_own_rs256_issuer_speaks_for_that_party_only(tmp_path) -> None:
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / "issuer.pub.pem"
     pem.write_bytes(
@@ -269,22 +270,37 @@ def test_rs256_tokens_from_a_trusted_issuer_are_accepted(tmp_path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    runtime = Runtime.open(Settings(db=str(tmp_path / "x.db"), trusted_keys=[str(pem)]))
-    party = runtime.strategic.add_party("green")
-    token = jwt.encode(
-        {
-            "sub": party.id,
-            "aud": "deconfliction",
-            "exp": time.time() + 60,
-            "scope": "strategic.read",
-        },
-        rsa_key,
-        algorithm="RS256",
-    )
+    first = Runtime.open(Settings(db=str(tmp_path / "x.db")))
+    green, red = first.strategic.add_party("green"), first.strategic.add_party("red")
+    first.close()
+    runtime = Runtime.open(Settings(db=str(tmp_path / "x.db"), trusted_keys=[f"{green.id}={pem}"]))
+
+    def token(sub: str, scope: str) -> str:
+        claims = {"sub": sub, "aud": "deconfliction", "exp": time.time() + 60, "scope": scope}
+        return jwt.encode(claims, rsa_key, algorithm="RS256")
+
     with TestClient(create_app(runtime)) as client:
-        resp = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+
+        def get(path: str, tok: str):
+            return client.get(path, headers={"Authorization": f"Bearer {tok}"})
+
+        resp = get("/v1/me", token(green.id, "strategic.read"))
         assert resp.status_code == 200 and resp.json()["name"] == "green"
+        # The same issuer cannot speak for red, nor hand itself the service's administration.
+        impostor = get("/v1/me", token(red.id, "strategic.read admin"))
+        assert impostor.status_code == 401 and impostor.json()["code"] == "invalid_token"
+        admin = client.post(
+            "/v1/parties",
+            json={"name": "mallory"},
+            headers={"Authorization": f"Bearer {token(green.id, 'admin')}"},
+        )
+        assert admin.status_code == 403
     runtime.close()
+
+
+def test_a_trusted_key_must_name_its_party(tmp_path) -> None:
+    with pytest.raises(ValueError, match="PARTY_ID="):
+        Runtime.open(Settings(db=str(tmp_path / "y.db"), trusted_keys=["/some/key.pem"]))
 
 
 def test_subscription_notifies_and_pages_events(api: Api) -> None:
