@@ -379,3 +379,14 @@ def test_concurrent_events_get_distinct_increasing_ids_and_none_are_lost(pg) -> 
         lambda tx: [tx.add_event("bravo", "k", T, {}), tx.add_event("alpha", "k", T, {})]
     )
     assert pair[0] < pair[1] and pair[1] > ids[-1]
+
+
+@pytest.mark.postgres
+def test_text_postgresql_cannot_hold_is_refused_as_bad_input(pg) -> None:
+    from deconfliction.core.errors import InvalidInput
+    from deconfliction.core.model import Party
+
+    with pytest.raises(InvalidInput):
+        pg.transact(lambda tx: tx.get_operation("nul\x00here"), write=False)
+    with pytest.raises(InvalidInput):
+        pg.transact(lambda tx: tx.add_party(Party("p\x00", "name", 0.0)))

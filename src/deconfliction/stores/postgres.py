@@ -94,7 +94,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, NullConnectionPool
 
 from deconfliction.core.audit import AuditEntry, Seal
-from deconfliction.core.errors import Unavailable
+from deconfliction.core.errors import InvalidInput, Unavailable
 from deconfliction.core.model import (
     Event,
     Liveness,
@@ -1351,6 +1351,13 @@ class PostgresStore:
                     raise
             except _StaleConnection:
                 continue
+            except pg_errors.DataError as exc:
+                # Text PostgreSQL cannot hold (a NUL character) or a value out of its range:
+                # the client's data, so a clear refusal, not a server error.
+                raise InvalidInput(
+                    f"The request holds a value the database cannot store: {_reason(exc)}",
+                    code="invalid_input",
+                ) from exc
             except psycopg.OperationalError as exc:
                 raise Unavailable(f"The database is unavailable: {_reason(exc)}") from exc
             time.sleep(random.uniform(0.0, min(0.25, 0.002 * 2**attempt)))
