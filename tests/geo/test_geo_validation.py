@@ -277,3 +277,18 @@ def test_a_ring_folding_back_on_itself_hundreds_of_times_is_refused_before_densi
     with pytest.raises(GeometryError) as refused:
         Polygon.create([(0.0, 0.0), (10.0, 10.0), (0.0, 10.0)] * 333)
     assert refused.value.code == "self_intersecting_polygon"
+
+
+def test_a_comb_of_long_thin_teeth_is_refused_before_it_costs_anything() -> None:
+    """1,000 vertices whose outline would densify into hundreds of thousands of points."""
+    teeth = []
+    for k in range(250):
+        lon = 10.0 + k * 0.01
+        teeth += [(30.0, lon), (60.0, lon), (60.0, lon + 0.005), (30.0, lon + 0.005)]
+    teeth += [(29.0, 12.5), (29.0, 10.0)]  # a base under the teeth closes the comb simply
+    with pytest.raises(GeometryError) as refused:
+        Polygon.create(teeth)
+    assert refused.value.code == "footprint_too_complex"
+    with pytest.raises(GeometryError) as too_many:
+        Polygon.create([(0.0, 0.001 * k) for k in range(10_001)])
+    assert too_many.value.code == "footprint_too_complex"

@@ -38,6 +38,11 @@ MAX_CAP_DEG: Final = 40.0
 for a continent, and small enough that any two candidates project together into one gnomonic
 plane less than 80 degrees from its centre."""
 
+MAX_VERTICES: Final = 10_000
+MAX_RING_POINTS: Final = 50_000
+"""Bounds on the work one polygon may ask for: its vertices, and its ring once densified (a
+continent's outline is a few thousand 5 km pieces; a comb of long thin teeth is not)."""
+
 MIN_RADIUS_M: Final = 1.0
 MIN_THICKNESS_M: Final = 0.01
 """A polygon thinner than this (mean thickness, 2 * area / perimeter, of its hull or of the ring
@@ -145,6 +150,10 @@ class Polygon:
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise GeometryError(
                 "invalid_polygon", "A polygon is a list of (latitude, longitude) vertices."
+            )
+        if len(arr) > MAX_VERTICES:
+            raise GeometryError(
+                "footprint_too_complex", f"A polygon may have at most {MAX_VERTICES:,} vertices."
             )
         lat, lon = arr[:, 0], arr[:, 1]
         _check_latlon(lat, lon)
@@ -276,6 +285,12 @@ def _densify(lat: FloatArray, lon: FloatArray) -> tuple[FloatArray, FloatArray]:
     lat2, lon2 = np.roll(lat, -1), np.roll(lon, -1)
     az, _, dist = GEOD.inv(lon, lat, lon2, lat2)
     pieces = np.maximum(1, np.ceil(np.asarray(dist) / MAX_EDGE_M)).astype(np.int64)
+    if int(pieces.sum()) > MAX_RING_POINTS:
+        raise GeometryError(
+            "footprint_too_complex",
+            f"The polygon's outline is too long for its area: more than "
+            f"{MAX_RING_POINTS * MAX_EDGE_M / 1000:,.0f} km of edges.",
+        )
     if pieces.max() == 1:
         return lat.copy(), lon.copy()
     edge = np.repeat(np.arange(len(lat)), pieces)
