@@ -242,14 +242,11 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
         return parse_volumes(raw)
 
     def filing(body: s.OperationIn | s.OperationUpdate) -> Filing:
-        details = body.details.model_dump() if body.details else None
-        return Filing(
-            volumes_of(body.volumes),
-            body.state,
-            body.priority,
-            tuple(body.key),
-            OperationDetails.from_json(details),
-        )
+        """The request as a filing; on an update, an omitted priority or details stays as is."""
+        details = OperationDetails.from_json(body.details.model_dump()) if body.details else None
+        if details is None and isinstance(body, s.OperationIn):
+            details = OperationDetails()
+        return Filing(volumes_of(body.volumes), body.state, body.priority, tuple(body.key), details)
 
     def filed(result: Any, status: int = 200) -> Response:
         return fast_json(

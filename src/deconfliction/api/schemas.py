@@ -106,9 +106,9 @@ class OperationUpdate(_Model):
     version: str = Field(description="The version you are replacing (must be current).")
     volumes: Volumes
     state: OperationState
-    priority: int = Field(0, ge=0, le=1_000)
+    priority: int | None = Field(None, ge=0, le=1_000, description="Omitted: unchanged.")
     key: list[str] = Field(default_factory=list, max_length=10_000)
-    details: Details | None = None
+    details: Details | None = Field(None, description="Omitted: unchanged.")
 
 
 class AreaIn(_Model):

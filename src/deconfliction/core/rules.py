@@ -144,5 +144,6 @@ def check_limits(volumes: Sequence[Volume], now: float, limits: Limits) -> None:
             raise LimitExceeded(
                 where + f"lasts longer than {limits.max_volume_duration_s / 86400:g} days."
             )
-        if v.end <= now:
-            raise LimitExceeded(where + "ends in the past.", code="ends_in_past")
+    if max(v.end for v in volumes) <= now:
+        # Per operation, not per volume: an operation under way keeps its flown volumes.
+        raise LimitExceeded("The operation ends in the past.", code="ends_in_past")

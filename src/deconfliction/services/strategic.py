@@ -47,9 +47,11 @@ class Filing:
 
     volumes: Sequence[Volume]
     state: OperationState = OperationState.ACCEPTED
-    priority: int = 0
+    priority: int | None = 0
+    """None on an update: keep the current priority."""
     key: Sequence[str] = ()
-    details: OperationDetails = field(default_factory=OperationDetails)
+    details: OperationDetails | None = field(default_factory=OperationDetails)
+    """None on an update: keep the current details."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +141,13 @@ class Strategic:
                 id=op_id,
                 owner=party,
                 state=filing.state,
-                priority=filing.priority,
+                priority=filing.priority or 0,
                 volumes=tuple(filing.volumes),
                 version=new_version(),
                 revision=1,
                 created_at=now,
                 updated_at=now,
-                details=filing.details,
+                details=filing.details or OperationDetails(),
             )
             return self._write(tx, op, None, filing.key, now, look)
 
@@ -165,12 +167,12 @@ class Strategic:
             op = replace(
                 old,
                 state=filing.state,
-                priority=filing.priority,
+                priority=old.priority if filing.priority is None else filing.priority,
                 volumes=tuple(filing.volumes),
                 version=new_version(),
                 revision=old.revision + 1,
                 updated_at=now,
-                details=filing.details,
+                details=old.details if filing.details is None else filing.details,
             )
             return self._write(tx, op, old, filing.key, now, look)
 
