@@ -207,9 +207,15 @@ class Hotline:
                 tx.add_event(receipt.party_id, "message.overdue", now, payload)
                 tx.add_event(message.sender, "message.overdue", now, payload)
                 if step.copy_to_escalation_list:
+                    # The escalation list learns that a message is overdue, not what it says:
+                    # the sender never addressed them.
+                    notice = {
+                        **payload,
+                        "message": {k: v for k, v in payload["message"].items() if k != "text"},
+                    }
                     for other in tx.get_settings(receipt.party_id).escalation_parties:
                         if other not in (receipt.party_id, message.sender):
-                            tx.add_event(other, "message.escalated", now, payload)
+                            tx.add_event(other, "message.escalated", now, notice)
                 audit.append(
                     tx,
                     now,

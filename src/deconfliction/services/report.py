@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deconfliction.core.errors import InvalidInput
+from deconfliction.core.hotline import Urgency
 from deconfliction.core.model import Event, Liveness, Message, Notice, Receipt, WriteRecord
 from deconfliction.stores.base import Store, Tx
 
@@ -981,7 +982,9 @@ def _overdue_table(f: _Facts) -> str:
             status, by = "acknowledged late", r.acked_at - m.ack_deadline
         else:
             continue
-        text = m.text if len(m.text) <= 80 else m.text[:79] + "…"
+        # The page goes to every party at the meeting: the message's words stay with its
+        # sender and recipients (the audit log keeps only their digest, too).
+        text = f"{Urgency(m.urgency).name.lower()} · message {m.id[:8]}"
         rows.append(
             (
                 _at(m.ack_deadline),
