@@ -327,6 +327,13 @@ def audit_verify(
 
         data = json.loads(bundle.read_text())
         problems = verify_bundle(data, key.read_text() if key else None)
+        if key is None:
+            err.print(
+                "[yellow]note[/]: checked against the key inside the bundle (fingerprint "
+                f"{key_fingerprint(data['public_key'])}); anyone can make a self-consistent "
+                "bundle, so compare that fingerprint with the service's "
+                "(`deconfliction audit key`) or pass --key."
+            )
         if problems:
             for problem in problems:
                 err.print(f"[bold red]broken[/]: {problem}")
@@ -344,6 +351,30 @@ def audit_verify(
             err.print(f"[bold red]bad seal[/] at entry {seq}")
         raise typer.Exit(1)
     console.print(f"[green]intact[/]: {result.entries} entries, {result.seals} seals")
+
+
+@audit_app.command("key")
+@friendly
+def audit_key(db: DbOption = "./deconfliction.db") -> None:
+    """Print the service's public key (PEM) and its fingerprint, for parties to pin."""
+    from deconfliction.core.audit import public_pem
+
+    pem = public_pem(runtime(db).audit.signing_key)
+    print(pem, end="")
+    console.print(f"fingerprint {key_fingerprint(pem)}", highlight=False)
+
+
+def key_fingerprint(pem: str) -> str:
+    """SHA-256 of the key's DER encoding, hex in pairs: what people compare by eye."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = serialization.load_pem_public_key(pem.encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashlib.sha256(der).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 16, 2))
 
 
 @audit_app.command("export")

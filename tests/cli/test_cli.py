@@ -169,3 +169,36 @@ def test_serve_prints_its_url_and_answers(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_audit_verify_export_and_a_bundle_checked_against_the_pinned_key(tmp_path: Path) -> None:
+    db = str(tmp_path / "audit.db")
+    invoke("party", "add", "Blue", "--db", db)
+    invoke("op", "file", str(feature_file(tmp_path, "a.json", 36.7)), "--as", "Blue", "--db", db)
+    verified = invoke("audit", "verify", "--db", db)
+    assert verified.exit_code == 0 and "intact" in verified.stdout
+    pem = tmp_path / "service.pub.pem"
+    pem.write_text(invoke("audit", "key", "--db", db).stdout.split("fingerprint")[0])
+    bundle = tmp_path / "bundle.json"
+    assert (
+        invoke(
+            "audit",
+            "export",
+            "--from",
+            iso(-3600),
+            "--to",
+            iso(3600),
+            "--out",
+            str(bundle),
+            "--db",
+            db,
+        ).exit_code
+        == 0
+    )
+    ok = invoke("audit", "verify", "--bundle", str(bundle), "--key", str(pem))
+    assert ok.exit_code == 0 and "intact" in ok.stdout
+    data = json.loads(bundle.read_text())
+    data["entries"][-1]["action"] = "operation.end"  # tamper with the record
+    bundle.write_text(json.dumps(data))
+    broken = invoke("audit", "verify", "--bundle", str(bundle), "--key", str(pem))
+    assert broken.exit_code == 1 and "broken" in broken.stderr
