@@ -41,7 +41,7 @@ class Duties:
     seal_every_s: float = 60.0
     tactical: TacticalMonitor | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def duties(self) -> list[Duty]:
         return [
@@ -69,22 +69,30 @@ class Duties:
         return max(0.0, min(d.next_at for d in duties) - time.monotonic())
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         duties = self.duties()
+        # Webhooks wait on other parties' servers: they get a thread of their own, so a slow
+        # receiver can delay only its own deliveries, never the tactical cycle or escalation.
+        groups = {
+            "webhooks": [d for d in duties if d.name == "webhooks"],
+            "duties": [d for d in duties if d.name != "webhooks"],
+        }
+        for name, group in groups.items():
 
-        def loop() -> None:
-            while not self._stop.is_set():
-                self._stop.wait(self.run_pending(duties))
+            def loop(group: list[Duty] = group) -> None:
+                while not self._stop.is_set():
+                    self._stop.wait(self.run_pending(group))
 
-        self._thread = threading.Thread(target=loop, name="deconfliction-duties", daemon=True)
-        self._thread.start()
+            thread = threading.Thread(target=loop, name=f"deconfliction-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
         if self.tactical is not None and self.tactical.holding:
             try:
                 self.tactical.release()  # hand the cycle over at once rather than after the lease
