@@ -99,3 +99,30 @@ def test_an_exported_bundle_verifies_with_only_the_public_key(log, clock: Clock)
     assert [e["action"] for e in bundle["entries"]][-1] == "operation.end"
     bundle["entries"][1]["payload"]["late_notice_to"] = ["someone"]
     assert verify_bundle(bundle)
+
+
+def test_an_export_withholds_what_a_party_may_not_see_and_still_proves(log, clock: Clock) -> None:
+    audit, store = log
+    parties = store.transact(lambda tx: {p.name: p.id for p in tx.list_parties()})
+    hotline = Hotline(store, clock=clock)
+    green = Strategic(store, clock=clock).add_party("green").id
+    hotline.configure(parties["red"], webhook_url="https://red.example/hook")
+    bundle_for = {
+        name: audit.export(clock() - 100, clock() + 1, reader=pid)
+        for name, pid in [*parties.items(), ("green", green)]
+    }
+    for name, bundle in bundle_for.items():
+        assert verify_bundle(json.loads(json.dumps(bundle))) == [], name
+
+    def payloads(name: str) -> dict[str, object]:
+        return {e["action"]: e["payload"] for e in bundle_for[name]["entries"]}
+
+    # Blue's message to red: blue and red see it, green sees only that some message went.
+    assert payloads("blue")["message.send"] is not None
+    assert payloads("red")["message.send"] is not None
+    assert payloads("green")["message.send"] is None
+    # Red's webhook settings are red's alone; operations are everyone's reference.
+    assert payloads("red")["party.settings"] is not None
+    assert payloads("blue")["party.settings"] is None
+    assert payloads("green")["operation.file"] is not None
+    assert "red.example" not in json.dumps(bundle_for["green"])

@@ -14,6 +14,7 @@ from deconfliction.core.errors import InvalidInput
 from deconfliction.core.hotline import MessageKind, Urgency
 from deconfliction.formats import format_time, parse_time
 from deconfliction.runtime import Runtime
+from deconfliction.security import ADMIN
 from deconfliction.services.hotline import ALL, message_view
 from deconfliction.services.views import event_view
 
@@ -211,8 +212,12 @@ def add_routes(
         end: Annotated[str, Query(alias="to", description="UTC, ISO 8601.")],
     ) -> dict[str, Any]:
         """An evidence bundle for [from, to): entries, the sealed anchor before them, seals
-        and the service's public key — verifiable offline with `deconfliction audit verify`."""
-        return runtime.audit.export(parse_time(start, "from"), parse_time(end, "to"))
+        and the service's public key — verifiable offline with `deconfliction audit verify`.
+
+        Every entry is there, but a payload not meant for you (another party's messages,
+        subscriptions, settings or alerts) comes as its digest only: the chain still proves."""
+        reader = None if ADMIN in who.scopes else who.party_id
+        return runtime.audit.export(parse_time(start, "from"), parse_time(end, "to"), reader)
 
     @app.get("/v1/audit/verify", tags=["audit"], responses=errors)
     def audit_verify(who: Admin) -> dict[str, Any]:

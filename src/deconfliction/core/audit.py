@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -32,14 +32,26 @@ def canonical(value: Any) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One link of the chain. The chain commits to the payload's digest, not the payload, so an
+    export can withhold a payload a reader may not see (need to know) and still prove the chain.
+    """
+
     seq: int
     time: float
     actor: str
     action: str
     subject: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
+    """None when withheld from this reader; ``payload_digest`` then stands for it."""
     prev: str
     digest: str
+    payload_digest: str = ""
+
+    @property
+    def content_digest(self) -> str:
+        if self.payload is None:
+            return self.payload_digest
+        return hashlib.sha256(canonical(self.payload)).hexdigest()
 
     def body(self) -> dict[str, Any]:
         return {
@@ -48,24 +60,44 @@ class AuditEntry:
             "actor": self.actor,
             "action": self.action,
             "subject": self.subject,
-            "payload": self.payload,
+            "payload_digest": self.content_digest,
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.body(), "prev": self.prev, "digest": self.digest}
+        return {**self.body(), "payload": self.payload, "prev": self.prev, "digest": self.digest}
+
+    def redacted(self) -> AuditEntry:
+        """The same link without its payload."""
+        return replace(self, payload=None, payload_digest=self.content_digest)
+
+    def visible_to(self, party: str | None) -> bool:
+        """Need to know: a payload is for its actor and the readers it names (none: everyone).
+
+        ``party`` None is the service itself (an administrator's export).
+        """
+        if party is None or self.payload is None or self.actor == party:
+            return True
+        readers = self.payload.get(READERS)
+        return readers is None or party in readers
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuditEntry:
+        payload = data.get("payload")
         return cls(
             int(data["seq"]),
             float(data["time"]),
             str(data["actor"]),
             str(data["action"]),
             str(data["subject"]),
-            dict(data["payload"]),
+            dict(payload) if payload is not None else None,
             str(data["prev"]),
             str(data["digest"]),
+            str(data.get("payload_digest", "")),
         )
+
+
+READERS = "readers"
+"""Payload key naming the parties (besides the actor) who may read an entry's payload."""
 
 
 def chain_digest(prev: str, body: dict[str, Any]) -> str:
@@ -83,17 +115,8 @@ def next_entry(
     """The entry that follows ``prev`` (None for the first)."""
     seq = prev.seq + 1 if prev else 1
     prev_digest = prev.digest if prev else GENESIS
-    body = {
-        "seq": seq,
-        "time": time,
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "payload": payload,
-    }
-    return AuditEntry(
-        seq, time, actor, action, subject, payload, prev_digest, chain_digest(prev_digest, body)
-    )
+    unchained = AuditEntry(seq, time, actor, action, subject, payload, prev_digest, "")
+    return replace(unchained, digest=chain_digest(prev_digest, unchained.body()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +144,11 @@ def verify_chain(
             return Break(
                 entry.seq, "does not link to the entry before it (deleted, inserted or reordered)"
             )
-        if chain_digest(entry.prev, entry.body()) != entry.digest:
+        if (
+            entry.payload is not None
+            and entry.payload_digest
+            and entry.content_digest != entry.payload_digest
+        ) or chain_digest(entry.prev, entry.body()) != entry.digest:
             return Break(entry.seq, "its content does not match its digest (altered)")
         prev_digest = entry.digest
         expected += 1

@@ -8,11 +8,12 @@ does, so an owner can later prove what it filed without the log revealing it to 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from deconfliction.core.audit import (
+    READERS,
     AuditEntry,
     Break,
     Seal,
@@ -34,9 +35,21 @@ PAGE = 5_000
 
 
 def append(
-    tx: Tx, time: float, actor: str, action: str, subject: str, payload: dict[str, Any]
+    tx: Tx,
+    time: float,
+    actor: str,
+    action: str,
+    subject: str,
+    payload: dict[str, Any],
+    readers: Iterable[str] | None = None,
 ) -> AuditEntry:
-    """Chain one entry onto the log inside ``tx``."""
+    """Chain one entry onto the log inside ``tx``.
+
+    ``readers``: who besides the actor may read the payload in an export (None: every party).
+    The chain itself, and so the proof, stays whole for everyone.
+    """
+    if readers is not None:
+        payload = {**payload, READERS: sorted(set(readers))}
     entry = next_entry(tx.audit_head(), time, actor, action, subject, payload)
     tx.audit_append(entry)
     return entry
@@ -119,8 +132,10 @@ class AuditLog:
             )
         return Verification(count, len(seals), broken, bad)
 
-    def export(self, start: float, end: float) -> dict[str, Any]:
-        """An evidence bundle for the entries written in ``[start, end)``.
+    def export(self, start: float, end: float, reader: str | None = None) -> dict[str, Any]:
+        """An evidence bundle for the entries written in ``[start, end)``, as ``reader`` may see
+        it: payloads not meant for that party are withheld (their digests keep the proof whole);
+        ``reader`` None (the service's administrators) sees everything.
 
         The range is extended back to the latest seal before it (or the genesis) so the bundle
         starts from a signed anchor, and the service seals its end if no seal covers it yet.
@@ -144,7 +159,10 @@ class AuditLog:
                 lambda tx: tx.audit_entries(anchor_seq, anchor_seq), write=False
             )[0]
         seals = self.store.transact(lambda tx: tx.seals(anchor_seq, 10**18), write=False)
-        return make_bundle(anchor, entries, seals, public_pem(self.signing_key))
+        shown = [e if e.visible_to(reader) else e.redacted() for e in entries]
+        if anchor is not None and not anchor.visible_to(reader):
+            anchor = anchor.redacted()
+        return make_bundle(anchor, shown, seals, public_pem(self.signing_key))
 
     def _seal_at(self, seq: int) -> None:
         now = self.clock()

@@ -135,6 +135,7 @@ class Hotline:
                     "message": {k: v for k, v in view.items() if k != "text"},
                     "text_digest": audit.digest_of(text),
                 },
+                readers=wanted,
             )
             return message
 
@@ -164,7 +165,15 @@ class Hotline:
                     "after_s": now - message.sent_at,
                 },
             )
-            audit.append(tx, now, party, "message.ack", message_id, {"late": late})
+            audit.append(
+                tx,
+                now,
+                party,
+                "message.ack",
+                message_id,
+                {"late": late},
+                readers=[message.sender],
+            )
             return acked
 
         return self.store.transact(write)
@@ -227,6 +236,7 @@ class Hotline:
                         "level": step.level,
                         "urgency": step.urgency.name.lower(),
                     },
+                    readers=[receipt.party_id, message.sender],
                 )
                 done += 1
             return done
@@ -344,6 +354,7 @@ class Hotline:
                 "party.settings",
                 party,
                 {"webhook_url": url, "escalation_parties": list(updated.escalation_parties)},
+                readers=(),
             )
             return updated
 
@@ -370,7 +381,13 @@ class Hotline:
                     raise NotFound(f"No party {p}.")
             tx.put_lead_time(party_a, party_b, minutes * 60.0)
             audit.append(
-                tx, now, actor, "agreement.lead_time", f"{party_a}|{party_b}", {"minutes": minutes}
+                tx,
+                now,
+                actor,
+                "agreement.lead_time",
+                f"{party_a}|{party_b}",
+                {"minutes": minutes},
+                readers=[party_a, party_b],
             )
 
         self.store.transact(write)

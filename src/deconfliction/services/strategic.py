@@ -448,6 +448,7 @@ class Strategic:
                 "subscription.create",
                 sub.id,
                 {"volumes": [volume_to_json(v) for v in volumes]},
+                readers=(),
             )
 
         self.store.transact(write)
@@ -473,7 +474,7 @@ class Strategic:
                     details={"current_version": sub.version},
                 )
             tx.delete_subscription(subscription_id)
-            audit.append(tx, self.clock(), party, "subscription.delete", sub.id, {})
+            audit.append(tx, self.clock(), party, "subscription.delete", sub.id, {}, readers=())
             return sub
 
         return self.store.transact(delete)

@@ -500,7 +500,9 @@ class TacticalMonitor:
             for party, kind, payload in events:
                 tx.add_event(party, kind, now, payload)
             for action, subject, payload in entries:
-                audit.append(tx, now, audit.SERVICE, action, subject, payload)
+                audit.append(
+                    tx, now, audit.SERVICE, action, subject, payload, readers=_involved(payload)
+                )
             tx.put_tactical_lease(
                 TacticalLease(self.owner, now + self.settings.lease_s, lease.since)
             )
@@ -735,6 +737,13 @@ def conflict_payload(
         "distance_m": _num(e.dist),
         "lost_now": e.severity.value == "lost",
     }
+
+
+def _involved(payload: Mapping[str, Any]) -> list[str]:
+    """The parties an alert's audit entry concerns: only they read its payload in an export."""
+    if "pair" in payload:
+        return [p["party_id"] for p in payload["pair"]]
+    return [payload["party_id"], *payload.get("told", [])]
 
 
 def conflict_audit(change: AlertChange, alert_id: str) -> dict[str, Any]:
