@@ -107,10 +107,12 @@ def check_awareness(
             )
 
 
-def check_limits(volumes: Sequence[Volume], now: float, limits: Limits) -> None:
-    """Refuse what is larger or further ahead than the deployment allows."""
+def check_area_limits(volumes: Sequence[Volume], limits: Limits) -> None:
+    """Refuse more volumes, vertices or area than the deployment allows (filings, queries)."""
     if not volumes:
-        raise LimitExceeded("An operation needs at least one volume.", code="no_volumes")
+        raise LimitExceeded(
+            "An operation (or a query) needs at least one volume.", code="no_volumes"
+        )
     if len(volumes) > limits.max_volumes_per_operation:
         raise LimitExceeded(
             f"At most {limits.max_volumes_per_operation} volumes per operation "
@@ -129,6 +131,13 @@ def check_limits(volumes: Sequence[Volume], now: float, limits: Limits) -> None:
                 where + f"the footprint covers {fp.area_m2 / 1e6:,.0f} km², more than the "
                 f"{limits.max_footprint_area_m2 / 1e6:,.0f} km² allowed."
             )
+
+
+def check_limits(volumes: Sequence[Volume], now: float, limits: Limits) -> None:
+    """Refuse what is larger or further ahead than the deployment allows."""
+    check_area_limits(volumes, limits)
+    for i, v in enumerate(volumes):
+        where = f"Volume {i}: "
         if v.altitude_lower_m < limits.min_altitude_m or v.altitude_upper_m > limits.max_altitude_m:
             raise LimitExceeded(
                 where + f"altitudes must lie between {limits.min_altitude_m:g} m and "

@@ -50,7 +50,11 @@ def append(
     """
     if readers is not None:
         payload = {**payload, READERS: sorted(set(readers))}
-    entry = next_entry(tx.audit_head(), time, actor, action, subject, payload)
+    head = tx.audit_head()
+    # Processes' clocks differ a little; the log's times never go backwards, so a time range
+    # of the log is always one run of entries.
+    time = max(time, head.time) if head else time
+    entry = next_entry(head, time, actor, action, subject, payload)
     tx.audit_append(entry)
     return entry
 

@@ -211,10 +211,12 @@ class Strategic:
             write=False,
         )
 
-    def query_operations(self, volumes: Sequence[Volume]) -> list[Operation]:
-        """Every live operation (of any party) intersecting the 4D area, decided exactly."""
+    def query_operations(self, volumes: Sequence[Volume], limit: int = 1000) -> list[Operation]:
+        """Live operations (of any party) intersecting the 4D area, decided exactly; at most
+        ``limit`` of them (the area's size is bounded like a filing's)."""
+        rules.check_area_limits(volumes, self.policy.limits)
         candidates = self.store.transact(lambda tx: tx.operation_candidates(volumes), write=False)
-        return [f.operation for f in rules.find_conflicts(volumes, candidates)]
+        return [f.operation for f in rules.find_conflicts(volumes, candidates)][:limit]
 
     def conflicts_for(self, party: str, volumes: Sequence[Volume]) -> list[rules.Found]:
         """Other parties' live operations that ``volumes`` would conflict with (a dry run)."""
@@ -248,12 +250,14 @@ class Strategic:
         try:
             result = self.store.transact(fn, priority=self._refused.get(party, 0))
         except Conflict:
-            self._refused[party] = self._refused.get(party, 0) + 1
+            with self._busy_lock:
+                self._refused[party] = self._refused.get(party, 0) + 1
             raise
         finally:
             with self._busy_lock:
                 self._busy -= 1
-        self._refused.pop(party, None)
+        with self._busy_lock:
+            self._refused.pop(party, None)
         return result
 
     def _look(self, party: str, volumes: Sequence[Volume]) -> _Look | None:
