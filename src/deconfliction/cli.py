@@ -256,12 +256,12 @@ def op_list(
 @friendly
 def op_show(operation_id: str, who: AsOption, db: DbOption = "./deconfliction.db") -> None:
     """Print an operation as JSON (details only if it is yours)."""
-    from deconfliction.services.views import operation_view
+    from deconfliction.services.views import view_for
 
     rt = runtime(db)
     party = rt.strategic.find_party(who)
     op = rt.strategic.get_operation(operation_id)
-    print(json.dumps(operation_view(op, owner_view=op.owner == party.id), indent=2))
+    print(json.dumps(view_for(op, party.id), indent=2))
 
 
 @op_app.command("query")
@@ -418,7 +418,8 @@ def report(
 @app.command()
 @friendly
 def worker(db: DbOption = "./deconfliction.db") -> None:
-    """Run only the periodic duties (webhooks, escalation, liveness, seals) until interrupted."""
+    """Run only the periodic duties (webhooks, escalation, liveness, seals, the tactical
+    cycle) until interrupted."""
     import time
 
     rt = runtime(db)

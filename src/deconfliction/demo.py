@@ -23,7 +23,7 @@ from deconfliction.core.model import OperationDetails, OperationState
 from deconfliction.geo import Circle, Polygon, Volume
 from deconfliction.runtime import Runtime
 from deconfliction.services.strategic import Filing
-from deconfliction.services.views import operation_view
+from deconfliction.services.views import view_for
 
 FEET = 0.3048
 
@@ -216,7 +216,7 @@ def _script(console: Console, rt: Runtime) -> None:
         for column in ("operation", "owner", "state", "priority", "window", "purpose"):
             table.add_column(column)
         for op in s.query_operations([Volume.create(region, 0, 15_000, now, now + 86_400)]):
-            view = operation_view(op, owner_view=op.owner == party.id)
+            view = view_for(op, party.id)
             if "details" in view:
                 purpose = view["details"]["purpose"] or "—"
             else:

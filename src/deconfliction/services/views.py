@@ -29,6 +29,11 @@ def operation_view(op: Operation, *, owner_view: bool) -> dict[str, Any]:
     return view
 
 
+def view_for(op: Operation, party: str) -> dict[str, Any]:
+    """An operation as ``party`` may see it: the need-to-know rule, in one place."""
+    return operation_view(op, owner_view=op.owner == party)
+
+
 def found_view(found: Found) -> dict[str, Any]:
     op = found.operation
     return {

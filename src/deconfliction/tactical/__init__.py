@@ -1,9 +1,10 @@
 """Tactical layer: watch what actually flies and warn of predicted losses of separation.
 
-Pure numpy, no I/O, no clock: ``detector`` (BlueSky-compatible state-based conflict detection
-with a near-linear broad phase), ``tracks`` (latest state per aircraft), ``alerts`` (alert
-lifecycle), ``cycle`` (the three in order), ``adsb`` (reader for recorded ADS-B, the one edge
-that converts feet and knots). See ``docs/tactical.md``.
+Pure numpy, no clock: ``detector`` (BlueSky-compatible state-based conflict detection with a
+near-linear broad phase), ``tracks`` (latest state per aircraft), ``alerts`` (alert lifecycle),
+``conformance`` and ``monitor`` (what the service's cycle runs), ``cycle`` (detector, tracks and
+alerts in order, for the bench and tests). The one exception to "no I/O" is ``adsb``, the reader
+of recorded ADS-B files, the edge that converts feet and knots. See ``docs/tactical.md``.
 """
 
 from deconfliction.tactical.alerts import (
