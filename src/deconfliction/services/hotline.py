@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deconfliction.core import hotline as rules
-from deconfliction.core.errors import Forbidden, InvalidInput, NotFound
+from deconfliction.core.errors import InvalidInput, NotFound
 from deconfliction.core.hotline import Availability, HotlinePolicy, MessageKind, Urgency
 from deconfliction.core.model import Liveness, Message, PartySettings, Receipt
 from deconfliction.formats import format_time
@@ -47,14 +47,15 @@ def message_view(message: Message, receipts: Sequence[Receipt] = ()) -> dict[str
                 "party_id": r.party_id,
                 "acked_at": format_time(r.acked_at) if r.acked_at else None,
                 "escalation_level": r.level,
-                "overdue": _overdue(message, r, message.sent_at),
+                "overdue": _escalated(message, r),
             }
             for r in receipts
         ]
     return view
 
 
-def _overdue(message: Message, receipt: Receipt, now: float) -> bool:
+def _escalated(message: Message, receipt: Receipt) -> bool:
+    """Unacknowledged past its deadline: escalation has started for this recipient."""
     return receipt.acked_at is None and message.ack_deadline is not None and receipt.level > 0
 
 
@@ -391,8 +392,3 @@ class Hotline:
             )
 
         self.store.transact(write)
-
-
-def require_party(party: str, message: Message) -> None:
-    if party != message.sender and party not in message.recipients:
-        raise Forbidden("Not your message.")
