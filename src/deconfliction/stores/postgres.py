@@ -78,6 +78,7 @@ operation conflict on its row, so they stay in commit order).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -93,27 +94,21 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, NullConnectionPool
 
-from deconfliction.core.audit import AuditEntry, Seal
 from deconfliction.core.errors import InvalidInput, Unavailable
 from deconfliction.core.model import (
     Event,
-    Liveness,
-    Message,
-    Notice,
     Operation,
     OperationDetails,
     OperationState,
     Party,
-    PartySettings,
-    Receipt,
     Subscription,
     TacticalLease,
     TrackReport,
-    WebhookCursor,
     WriteRecord,
 )
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
+from deconfliction.stores.shared import SharedTx
 
 T = TypeVar("T")
 
@@ -676,8 +671,11 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
     )
 
 
-class PostgresTx:
+class PostgresTx(SharedTx):
     """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(_placeholders(sql), params)
 
     def __init__(self, conn: psycopg.Connection[Any], query_cells: int = QUERY_MAX_CELLS) -> None:
         self.conn = conn
@@ -956,24 +954,6 @@ class PostgresTx:
         )
         return {p: int(i) for p, i in rows}
 
-    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
-        rows = self.conn.execute(
-            "SELECT s.party_id, s.webhook_url, s.webhook_secret, s.escalation_parties, "
-            "c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner, "
-            "c.lease_until, c.last_error, "
-            "(SELECT coalesce(max(e.id), 0) FROM events e WHERE e.party_id = s.party_id) "
-            "FROM party_settings s LEFT JOIN webhook_cursors c ON c.party_id = s.party_id "
-            "WHERE s.webhook_url IS NOT NULL"
-        )
-        return [
-            (
-                PartySettings(r[0], r[1], r[2], tuple(json.loads(r[3]))),
-                WebhookCursor(*r[4:11]) if r[4] is not None else None,
-                int(r[11]),
-            )
-            for r in rows
-        ]
-
     def latest_event_id(self, party_id: str) -> int:
         row = self.conn.execute(
             "SELECT coalesce(max(id), 0) FROM events WHERE party_id = %s", (party_id,)
@@ -989,275 +969,11 @@ class PostgresTx:
         )
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    # Party settings and lead-time agreements
-    def get_settings(self, party_id: str) -> PartySettings:
-        row = self.conn.execute(
-            "SELECT webhook_url, webhook_secret, escalation_parties FROM party_settings "
-            "WHERE party_id = %s",
-            (party_id,),
-        ).fetchone()
-        if row is None:
-            return PartySettings(party_id)
-        return PartySettings(party_id, row[0], row[1], tuple(json.loads(row[2])))
 
-    def put_settings(self, settings: PartySettings) -> None:
-        self.conn.execute(
-            "INSERT INTO party_settings (party_id, webhook_url, webhook_secret, "
-            "escalation_parties) VALUES (%s, %s, %s, %s) ON CONFLICT (party_id) DO UPDATE SET "
-            "webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
-            "escalation_parties = excluded.escalation_parties",
-            (
-                settings.party_id,
-                settings.webhook_url,
-                settings.webhook_secret,
-                json.dumps(list(settings.escalation_parties)),
-            ),
-        )
-
-    def lead_times(self) -> dict[frozenset[str], float]:
-        rows = self.conn.execute("SELECT party_a, party_b, min_lead_s FROM lead_times")
-        return {frozenset((a, b)): s for a, b, s in rows}
-
-    def put_lead_time(self, party_a: str, party_b: str, min_lead_s: float) -> None:
-        a, b = sorted((party_a, party_b))
-        self.conn.execute(
-            "INSERT INTO lead_times (party_a, party_b, min_lead_s) VALUES (%s, %s, %s) "
-            "ON CONFLICT (party_a, party_b) DO UPDATE SET min_lead_s = excluded.min_lead_s",
-            (a, b, min_lead_s),
-        )
-
-    # Liveness
-    def get_liveness(self, party_id: str) -> Liveness | None:
-        row = self.conn.execute(
-            f"SELECT {_LIVENESS} FROM liveness WHERE party_id = %s", (party_id,)
-        ).fetchone()
-        return Liveness(*row) if row else None
-
-    def put_liveness(self, liveness: Liveness) -> None:
-        x = liveness
-        self.conn.execute(
-            f"INSERT INTO liveness ({_LIVENESS}) VALUES (%s, %s, %s, %s) ON CONFLICT (party_id) "
-            "DO UPDATE SET last_heartbeat = excluded.last_heartbeat, "
-            "availability = excluded.availability, changed_at = excluded.changed_at",
-            (x.party_id, x.last_heartbeat, x.availability, x.changed_at),
-        )
-
-    def list_liveness(self) -> list[Liveness]:
-        return [Liveness(*r) for r in self.conn.execute(f"SELECT {_LIVENESS} FROM liveness")]
-
-    # Messages and receipts
-    def put_message(self, message: Message) -> None:
-        m = message
-        self.conn.execute(
-            f"INSERT INTO messages ({_MESSAGE}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s)",
-            (
-                m.id,
-                m.sender,
-                json.dumps(list(m.recipients)),
-                m.kind,
-                m.urgency,
-                m.text,
-                m.sent_at,
-                m.ack_deadline,
-                m.operation_id,
-                m.alert_id,
-                m.reply_to,
-            ),
-        )
-
-    def get_message(self, message_id: str) -> Message | None:
-        row = self.conn.execute(
-            f"SELECT {_MESSAGE} FROM messages WHERE id = %s", (message_id,)
-        ).fetchone()
-        return _message(row) if row else None
-
-    def messages_between(self, start: float, end: float) -> list[Message]:
-        rows = self.conn.execute(
-            f"SELECT {_MESSAGE} FROM messages WHERE sent_at >= %s AND sent_at < %s "
-            "ORDER BY sent_at",
-            (start, end),
-        )
-        return [_message(r) for r in rows]
-
-    def put_receipt(self, receipt: Receipt) -> None:
-        r = receipt
-        self.conn.execute(
-            f"INSERT INTO receipts ({_RECEIPT}) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (message_id, party_id) DO UPDATE SET acked_at = excluded.acked_at, "
-            "level = excluded.level, next_at = excluded.next_at",
-            (r.message_id, r.party_id, r.acked_at, r.level, r.next_at),
-        )
-
-    def get_receipt(self, message_id: str, party_id: str) -> Receipt | None:
-        row = self.conn.execute(
-            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = %s AND party_id = %s",
-            (message_id, party_id),
-        ).fetchone()
-        return Receipt(*row) if row else None
-
-    def receipts(self, message_id: str) -> list[Receipt]:
-        rows = self.conn.execute(
-            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = %s", (message_id,)
-        ).fetchall()
-        return sorted((Receipt(*r) for r in rows), key=lambda r: r.party_id)
-
-    def due_receipts(self, now: float, limit: int) -> list[Receipt]:
-        rows = self.conn.execute(
-            f"SELECT {_RECEIPT} FROM receipts WHERE next_at IS NOT NULL AND next_at <= %s "
-            "ORDER BY next_at LIMIT %s",
-            (now, limit),
-        )
-        return [Receipt(*r) for r in rows]
-
-    def overdue_counts(self, now: float) -> dict[str, int]:
-        rows = self.conn.execute(
-            "SELECT r.party_id, count(*) FROM receipts r JOIN messages m ON m.id = r.message_id "
-            "WHERE r.acked_at IS NULL AND m.ack_deadline IS NOT NULL AND m.ack_deadline < %s "
-            "GROUP BY r.party_id",
-            (now,),
-        )
-        return {p: int(n) for p, n in rows}
-
-    def receipts_between(self, start: float, end: float) -> list[tuple[Message, Receipt]]:
-        columns = (
-            ", ".join(f"m.{c}" for c in _MESSAGE.split(", "))
-            + ", "
-            + ", ".join(f"r.{c}" for c in _RECEIPT.split(", "))
-        )
-        rows = self.conn.execute(
-            f"SELECT {columns} FROM messages m JOIN receipts r ON r.message_id = m.id "
-            "WHERE m.sent_at >= %s AND m.sent_at < %s ORDER BY m.sent_at",
-            (start, end),
-        )
-        return [(_message(r[:11]), Receipt(*r[11:])) for r in rows]
-
-    # Notices
-    def get_notice(self, operation_id: str, party_id: str) -> Notice | None:
-        row = self.conn.execute(
-            f"SELECT {_NOTICE} FROM notices WHERE operation_id = %s AND party_id = %s",
-            (operation_id, party_id),
-        ).fetchone()
-        return _notice(row) if row else None
-
-    def put_notice(self, notice: Notice) -> None:
-        n = notice
-        self.conn.execute(
-            f"INSERT INTO notices ({_NOTICE}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (operation_id, party_id) DO UPDATE SET active_at = excluded.active_at, "
-            "late = excluded.late",
-            (n.operation_id, n.owner, n.party_id, n.told_at, n.active_at, n.required_s, n.late),
-        )
-
-    def notices_between(self, start: float, end: float) -> list[Notice]:
-        rows = self.conn.execute(
-            f"SELECT {_NOTICE} FROM notices WHERE told_at >= %s AND told_at < %s ORDER BY told_at",
-            (start, end),
-        )
-        return [_notice(r) for r in rows]
-
-    # Audit log
-    def audit_head(self) -> AuditEntry | None:
-        row = self.conn.execute(
-            f"SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        return _audit(row) if row else None
-
-    def audit_append(self, entry: AuditEntry) -> None:
-        e = entry
-        self.conn.execute(
-            f"INSERT INTO audit_log ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                e.seq,
-                e.time,
-                e.actor,
-                e.action,
-                e.subject,
-                json.dumps(e.payload, separators=(",", ":")),
-                e.prev,
-                e.digest,
-            ),
-        )
-
-    def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]:
-        rows = self.conn.execute(
-            f"SELECT {_AUDIT} FROM audit_log WHERE seq >= %s AND seq <= %s ORDER BY seq",
-            (first_seq, last_seq),
-        )
-        return [_audit(r) for r in rows]
-
-    def audit_seq_at(self, time: float) -> int:
-        """The last sequence number written before ``time`` (0 if none)."""
-        row = self.conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM audit_log WHERE time < %s", (time,)
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-    def put_seal(self, seal: Seal) -> None:
-        self.conn.execute(
-            "INSERT INTO audit_seals (seq, digest, time, signature) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (seq) DO NOTHING",
-            (seal.seq, seal.digest, seal.time, seal.signature),
-        )
-
-    def seals(self, first_seq: int, last_seq: int) -> list[Seal]:
-        rows = self.conn.execute(
-            "SELECT seq, digest, time, signature FROM audit_seals WHERE seq >= %s AND seq <= %s "
-            "ORDER BY seq",
-            (first_seq, last_seq),
-        )
-        return [Seal(*r) for r in rows]
-
-    # Webhook delivery
-    def get_webhook_cursor(self, party_id: str) -> WebhookCursor | None:
-        row = self.conn.execute(
-            f"SELECT {_CURSOR} FROM webhook_cursors WHERE party_id = %s", (party_id,)
-        ).fetchone()
-        return WebhookCursor(*row) if row else None
-
-    def put_webhook_cursor(self, cursor: WebhookCursor) -> None:
-        c = cursor
-        self.conn.execute(
-            f"INSERT INTO webhook_cursors ({_CURSOR}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (party_id) DO UPDATE SET delivered = excluded.delivered, "
-            "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
-            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, "
-            "last_error = excluded.last_error",
-            (
-                c.party_id,
-                c.delivered,
-                c.attempts,
-                c.next_attempt_at,
-                c.lease_owner,
-                c.lease_until,
-                c.last_error,
-            ),
-        )
-
-
-_LIVENESS = "party_id, last_heartbeat, availability, changed_at"
-_MESSAGE = (
-    "id, sender, recipients, kind, urgency, text, sent_at, ack_deadline, operation_id, alert_id, "
-    "reply_to"
-)
-_RECEIPT = "message_id, party_id, acked_at, level, next_at"
-_NOTICE = "operation_id, owner, party_id, told_at, active_at, required_s, late"
-_AUDIT = "seq, time, actor, action, subject, payload, prev, digest"
-_CURSOR = "party_id, delivered, attempts, next_attempt_at, lease_owner, lease_until, last_error"
-
-
-def _message(r: Sequence[Any]) -> Message:
-    return Message(
-        r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]
-    )
-
-
-def _notice(r: Sequence[Any]) -> Notice:
-    return Notice(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
-
-
-def _audit(r: Sequence[Any]) -> AuditEntry:
-    return AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str) -> str:
+    """The shared statements' ``?`` as psycopg's ``%s`` (they hold no other ``?`` or ``%``)."""
+    return sql.replace("?", "%s")
 
 
 # The store ---------------------------------------------------------------------------------------

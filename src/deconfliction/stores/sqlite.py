@@ -25,26 +25,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from deconfliction.core.audit import AuditEntry, Seal
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import (
     Event,
-    Liveness,
-    Message,
-    Notice,
     Operation,
     OperationDetails,
     OperationState,
     Party,
-    PartySettings,
-    Receipt,
     Subscription,
     TacticalLease,
     TrackReport,
-    WebhookCursor,
     WriteRecord,
 )
 from deconfliction.geo import Volume, footprint_from_bytes
+from deconfliction.stores.shared import SharedTx
 
 T = TypeVar("T")
 
@@ -338,8 +332,11 @@ class _Spatial:
         return out
 
 
-class SqliteTx:
+class SqliteTx(SharedTx):
     """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.db.execute(sql, params)
 
     def __init__(self, db: sqlite3.Connection, ops: _Spatial, subs: _Spatial) -> None:
         self.db = db
@@ -549,267 +546,6 @@ class SqliteTx:
             for r in rows
         ]
 
-    # Party settings and lead-time agreements
-    def get_settings(self, party_id: str) -> PartySettings:
-        row = self.db.execute(
-            "SELECT webhook_url, webhook_secret, escalation_parties FROM party_settings "
-            "WHERE party_id = ?",
-            (party_id,),
-        ).fetchone()
-        if row is None:
-            return PartySettings(party_id)
-        return PartySettings(party_id, row[0], row[1], tuple(json.loads(row[2])))
-
-    def put_settings(self, settings: PartySettings) -> None:
-        self.db.execute(
-            "INSERT INTO party_settings VALUES (?, ?, ?, ?) ON CONFLICT (party_id) DO UPDATE SET "
-            "webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
-            "escalation_parties = excluded.escalation_parties",
-            (
-                settings.party_id,
-                settings.webhook_url,
-                settings.webhook_secret,
-                json.dumps(list(settings.escalation_parties)),
-            ),
-        )
-
-    def lead_times(self) -> dict[frozenset[str], float]:
-        return {
-            frozenset((a, b)): s
-            for a, b, s in self.db.execute("SELECT party_a, party_b, min_lead_s FROM lead_times")
-        }
-
-    def put_lead_time(self, party_a: str, party_b: str, min_lead_s: float) -> None:
-        a, b = sorted((party_a, party_b))
-        self.db.execute(
-            "INSERT INTO lead_times VALUES (?, ?, ?) ON CONFLICT (party_a, party_b) DO UPDATE "
-            "SET min_lead_s = excluded.min_lead_s",
-            (a, b, min_lead_s),
-        )
-
-    # Liveness
-    def get_liveness(self, party_id: str) -> Liveness | None:
-        row = self.db.execute("SELECT * FROM liveness WHERE party_id = ?", (party_id,)).fetchone()
-        return Liveness(*row) if row else None
-
-    def put_liveness(self, liveness: Liveness) -> None:
-        x = liveness
-        self.db.execute(
-            "INSERT INTO liveness VALUES (?, ?, ?, ?) ON CONFLICT (party_id) DO UPDATE SET "
-            "last_heartbeat = excluded.last_heartbeat, availability = excluded.availability, "
-            "changed_at = excluded.changed_at",
-            (x.party_id, x.last_heartbeat, x.availability, x.changed_at),
-        )
-
-    def list_liveness(self) -> list[Liveness]:
-        return [Liveness(*r) for r in self.db.execute("SELECT * FROM liveness")]
-
-    # Messages and receipts
-    def put_message(self, message: Message) -> None:
-        m = message
-        self.db.execute(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                m.id,
-                m.sender,
-                json.dumps(list(m.recipients)),
-                m.kind,
-                m.urgency,
-                m.text,
-                m.sent_at,
-                m.ack_deadline,
-                m.operation_id,
-                m.alert_id,
-                m.reply_to,
-            ),
-        )
-
-    def get_message(self, message_id: str) -> Message | None:
-        row = self.db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return _message(row) if row else None
-
-    def messages_between(self, start: float, end: float) -> list[Message]:
-        rows = self.db.execute(
-            "SELECT * FROM messages WHERE sent_at >= ? AND sent_at < ? ORDER BY sent_at",
-            (start, end),
-        )
-        return [_message(r) for r in rows]
-
-    def put_receipt(self, receipt: Receipt) -> None:
-        r = receipt
-        self.db.execute(
-            "INSERT INTO receipts VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id, party_id) DO "
-            "UPDATE SET acked_at = excluded.acked_at, level = excluded.level, "
-            "next_at = excluded.next_at",
-            (r.message_id, r.party_id, r.acked_at, r.level, r.next_at),
-        )
-
-    def get_receipt(self, message_id: str, party_id: str) -> Receipt | None:
-        row = self.db.execute(
-            "SELECT * FROM receipts WHERE message_id = ? AND party_id = ?", (message_id, party_id)
-        ).fetchone()
-        return Receipt(*row) if row else None
-
-    def receipts(self, message_id: str) -> list[Receipt]:
-        return [
-            Receipt(*r)
-            for r in self.db.execute(
-                "SELECT * FROM receipts WHERE message_id = ? ORDER BY party_id", (message_id,)
-            )
-        ]
-
-    def due_receipts(self, now: float, limit: int) -> list[Receipt]:
-        return [
-            Receipt(*r)
-            for r in self.db.execute(
-                "SELECT * FROM receipts WHERE next_at IS NOT NULL AND next_at <= ? "
-                "ORDER BY next_at LIMIT ?",
-                (now, limit),
-            )
-        ]
-
-    def overdue_counts(self, now: float) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT r.party_id, count(*) FROM receipts r JOIN messages m ON m.id = r.message_id "
-            "WHERE r.acked_at IS NULL AND m.ack_deadline IS NOT NULL AND m.ack_deadline < ? "
-            "GROUP BY r.party_id",
-            (now,),
-        )
-        return {p: n for p, n in rows}
-
-    def receipts_between(self, start: float, end: float) -> list[tuple[Message, Receipt]]:
-        rows = self.db.execute(
-            "SELECT m.*, r.* FROM messages m JOIN receipts r ON r.message_id = m.id "
-            "WHERE m.sent_at >= ? AND m.sent_at < ? ORDER BY m.sent_at",
-            (start, end),
-        )
-        return [(_message(r[:11]), Receipt(*r[11:])) for r in rows]
-
-    # Notices
-    def get_notice(self, operation_id: str, party_id: str) -> Notice | None:
-        row = self.db.execute(
-            "SELECT operation_id, owner, party_id, told_at, active_at, required_s, late "
-            "FROM notices WHERE operation_id = ? AND party_id = ?",
-            (operation_id, party_id),
-        ).fetchone()
-        return _notice(row) if row else None
-
-    def put_notice(self, notice: Notice) -> None:
-        n = notice
-        self.db.execute(
-            "INSERT INTO notices (operation_id, party_id, owner, told_at, active_at, required_s, "
-            "late) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation_id, party_id) DO UPDATE "
-            "SET active_at = excluded.active_at, late = excluded.late",
-            (
-                n.operation_id,
-                n.party_id,
-                n.owner,
-                n.told_at,
-                n.active_at,
-                n.required_s,
-                int(n.late),
-            ),
-        )
-
-    def notices_between(self, start: float, end: float) -> list[Notice]:
-        rows = self.db.execute(
-            "SELECT operation_id, owner, party_id, told_at, active_at, required_s, late "
-            "FROM notices WHERE told_at >= ? AND told_at < ? ORDER BY told_at",
-            (start, end),
-        )
-        return [_notice(r) for r in rows]
-
-    # Audit log
-    def audit_head(self) -> AuditEntry | None:
-        row = self.db.execute("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-        return _audit(row) if row else None
-
-    def audit_append(self, entry: AuditEntry) -> None:
-        e = entry
-        self.db.execute(
-            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                e.seq,
-                e.time,
-                e.actor,
-                e.action,
-                e.subject,
-                json.dumps(e.payload, separators=(",", ":")),
-                e.prev,
-                e.digest,
-            ),
-        )
-
-    def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]:
-        rows = self.db.execute(
-            "SELECT * FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
-            (first_seq, last_seq),
-        )
-        return [_audit(r) for r in rows]
-
-    def audit_seq_at(self, time: float) -> int:
-        """The last sequence number written before ``time`` (0 if none)."""
-        row = self.db.execute(
-            "SELECT coalesce(max(seq), 0) FROM audit_log WHERE time < ?", (time,)
-        ).fetchone()
-        return int(row[0])
-
-    def put_seal(self, seal: Seal) -> None:
-        self.db.execute(
-            "INSERT INTO audit_seals VALUES (?, ?, ?, ?) ON CONFLICT (seq) DO NOTHING",
-            (seal.seq, seal.digest, seal.time, seal.signature),
-        )
-
-    def seals(self, first_seq: int, last_seq: int) -> list[Seal]:
-        rows = self.db.execute(
-            "SELECT * FROM audit_seals WHERE seq >= ? AND seq <= ? ORDER BY seq",
-            (first_seq, last_seq),
-        )
-        return [Seal(*r) for r in rows]
-
-    # Webhook delivery
-    def get_webhook_cursor(self, party_id: str) -> WebhookCursor | None:
-        row = self.db.execute(
-            "SELECT * FROM webhook_cursors WHERE party_id = ?", (party_id,)
-        ).fetchone()
-        return WebhookCursor(*row) if row else None
-
-    def put_webhook_cursor(self, cursor: WebhookCursor) -> None:
-        c = cursor
-        self.db.execute(
-            "INSERT INTO webhook_cursors VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (party_id) DO "
-            "UPDATE SET delivered = excluded.delivered, attempts = excluded.attempts, "
-            "next_attempt_at = excluded.next_attempt_at, lease_owner = excluded.lease_owner, "
-            "lease_until = excluded.lease_until, last_error = excluded.last_error",
-            (
-                c.party_id,
-                c.delivered,
-                c.attempts,
-                c.next_attempt_at,
-                c.lease_owner,
-                c.lease_until,
-                c.last_error,
-            ),
-        )
-
-    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
-        rows = self.db.execute(
-            "SELECT s.party_id, s.webhook_url, s.webhook_secret, s.escalation_parties, "
-            "c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner, "
-            "c.lease_until, c.last_error, "
-            "(SELECT coalesce(max(e.id), 0) FROM events e WHERE e.party_id = s.party_id) "
-            "FROM party_settings s LEFT JOIN webhook_cursors c ON c.party_id = s.party_id "
-            "WHERE s.webhook_url IS NOT NULL"
-        )
-        return [
-            (
-                PartySettings(r[0], r[1], r[2], tuple(json.loads(r[3]))),
-                WebhookCursor(*r[4:11]) if r[4] is not None else None,
-                int(r[11]),
-            )
-            for r in rows
-        ]
-
     def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
         if not party_ids:
             return {}
@@ -880,30 +616,6 @@ class SqliteTx:
             "owner = excluded.owner, until = excluded.until, since = excluded.since",
             (lease.owner, lease.until, lease.since),
         )
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        row[0],
-        row[1],
-        tuple(json.loads(row[2])),
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-    )
-
-
-def _notice(row: Sequence[Any]) -> Notice:
-    return Notice(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
-
-
-def _audit(row: Sequence[Any]) -> AuditEntry:
-    return AuditEntry(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7])
 
 
 class SqliteStore:

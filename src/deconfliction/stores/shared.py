@@ -1,0 +1,313 @@
+"""What the two SQL stores share: the tables outside the spatial index, in one dialect.
+
+SQLite and PostgreSQL (and the engines it stands for) accept the same statements for these:
+plain inserts with ON CONFLICT upserts, RETURNING, ORDER BY and LIMIT. Statements are written
+with ``?`` placeholders; each store's ``_x`` runs one on its own connection (PostgreSQL's turns
+them into ``%s``). The spatial index, events and operations, where the stores differ, stay in
+each store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from deconfliction.core.audit import AuditEntry, Seal
+from deconfliction.core.model import (
+    Liveness,
+    Message,
+    Notice,
+    PartySettings,
+    Receipt,
+    WebhookCursor,
+)
+
+
+class SharedTx:
+    """Mixin for a store's transaction: needs ``_x(sql, params=()) -> cursor``."""
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    # Party settings and lead-time agreements
+    def get_settings(self, party_id: str) -> PartySettings:
+        row = self._x(
+            "SELECT webhook_url, webhook_secret, escalation_parties FROM party_settings "
+            "WHERE party_id = ?",
+            (party_id,),
+        ).fetchone()
+        if row is None:
+            return PartySettings(party_id)
+        return PartySettings(party_id, row[0], row[1], tuple(json.loads(row[2])))
+
+    def put_settings(self, settings: PartySettings) -> None:
+        self._x(
+            "INSERT INTO party_settings (party_id, webhook_url, webhook_secret, "
+            "escalation_parties) VALUES (?, ?, ?, ?) ON CONFLICT (party_id) DO UPDATE SET "
+            "webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret, "
+            "escalation_parties = excluded.escalation_parties",
+            (
+                settings.party_id,
+                settings.webhook_url,
+                settings.webhook_secret,
+                json.dumps(list(settings.escalation_parties)),
+            ),
+        )
+
+    def lead_times(self) -> dict[frozenset[str], float]:
+        rows = self._x("SELECT party_a, party_b, min_lead_s FROM lead_times")
+        return {frozenset((a, b)): s for a, b, s in rows}
+
+    def put_lead_time(self, party_a: str, party_b: str, min_lead_s: float) -> None:
+        a, b = sorted((party_a, party_b))
+        self._x(
+            "INSERT INTO lead_times (party_a, party_b, min_lead_s) VALUES (?, ?, ?) "
+            "ON CONFLICT (party_a, party_b) DO UPDATE SET min_lead_s = excluded.min_lead_s",
+            (a, b, min_lead_s),
+        )
+
+    # Liveness
+    def get_liveness(self, party_id: str) -> Liveness | None:
+        row = self._x(
+            f"SELECT {_LIVENESS} FROM liveness WHERE party_id = ?", (party_id,)
+        ).fetchone()
+        return Liveness(*row) if row else None
+
+    def put_liveness(self, liveness: Liveness) -> None:
+        x = liveness
+        self._x(
+            f"INSERT INTO liveness ({_LIVENESS}) VALUES (?, ?, ?, ?) ON CONFLICT (party_id) "
+            "DO UPDATE SET last_heartbeat = excluded.last_heartbeat, "
+            "availability = excluded.availability, changed_at = excluded.changed_at",
+            (x.party_id, x.last_heartbeat, x.availability, x.changed_at),
+        )
+
+    def list_liveness(self) -> list[Liveness]:
+        return [Liveness(*r) for r in self._x(f"SELECT {_LIVENESS} FROM liveness")]
+
+    # Messages and receipts
+    def put_message(self, message: Message) -> None:
+        m = message
+        self._x(
+            f"INSERT INTO messages ({_MESSAGE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.id,
+                m.sender,
+                json.dumps(list(m.recipients)),
+                m.kind,
+                m.urgency,
+                m.text,
+                m.sent_at,
+                m.ack_deadline,
+                m.operation_id,
+                m.alert_id,
+                m.reply_to,
+            ),
+        )
+
+    def get_message(self, message_id: str) -> Message | None:
+        row = self._x(f"SELECT {_MESSAGE} FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _message(row) if row else None
+
+    def messages_between(self, start: float, end: float) -> list[Message]:
+        rows = self._x(
+            f"SELECT {_MESSAGE} FROM messages WHERE sent_at >= ? AND sent_at < ? ORDER BY sent_at",
+            (start, end),
+        )
+        return [_message(r) for r in rows]
+
+    def put_receipt(self, receipt: Receipt) -> None:
+        r = receipt
+        self._x(
+            f"INSERT INTO receipts ({_RECEIPT}) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (message_id, party_id) DO UPDATE SET acked_at = excluded.acked_at, "
+            "level = excluded.level, next_at = excluded.next_at",
+            (r.message_id, r.party_id, r.acked_at, r.level, r.next_at),
+        )
+
+    def get_receipt(self, message_id: str, party_id: str) -> Receipt | None:
+        row = self._x(
+            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = ? AND party_id = ?",
+            (message_id, party_id),
+        ).fetchone()
+        return Receipt(*row) if row else None
+
+    def receipts(self, message_id: str) -> list[Receipt]:
+        rows = self._x(
+            f"SELECT {_RECEIPT} FROM receipts WHERE message_id = ?", (message_id,)
+        ).fetchall()
+        return sorted((Receipt(*r) for r in rows), key=lambda r: r.party_id)
+
+    def due_receipts(self, now: float, limit: int) -> list[Receipt]:
+        rows = self._x(
+            f"SELECT {_RECEIPT} FROM receipts WHERE next_at IS NOT NULL AND next_at <= ? "
+            "ORDER BY next_at LIMIT ?",
+            (now, limit),
+        )
+        return [Receipt(*r) for r in rows]
+
+    def overdue_counts(self, now: float) -> dict[str, int]:
+        rows = self._x(
+            "SELECT r.party_id, count(*) FROM receipts r JOIN messages m ON m.id = r.message_id "
+            "WHERE r.acked_at IS NULL AND m.ack_deadline IS NOT NULL AND m.ack_deadline < ? "
+            "GROUP BY r.party_id",
+            (now,),
+        )
+        return {p: int(n) for p, n in rows}
+
+    def receipts_between(self, start: float, end: float) -> list[tuple[Message, Receipt]]:
+        columns = (
+            ", ".join(f"m.{c}" for c in _MESSAGE.split(", "))
+            + ", "
+            + ", ".join(f"r.{c}" for c in _RECEIPT.split(", "))
+        )
+        rows = self._x(
+            f"SELECT {columns} FROM messages m JOIN receipts r ON r.message_id = m.id "
+            "WHERE m.sent_at >= ? AND m.sent_at < ? ORDER BY m.sent_at",
+            (start, end),
+        )
+        return [(_message(r[:11]), Receipt(*r[11:])) for r in rows]
+
+    # Notices
+    def get_notice(self, operation_id: str, party_id: str) -> Notice | None:
+        row = self._x(
+            f"SELECT {_NOTICE} FROM notices WHERE operation_id = ? AND party_id = ?",
+            (operation_id, party_id),
+        ).fetchone()
+        return _notice(row) if row else None
+
+    def put_notice(self, notice: Notice) -> None:
+        n = notice
+        self._x(
+            f"INSERT INTO notices ({_NOTICE}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (operation_id, party_id) DO UPDATE SET active_at = excluded.active_at, "
+            "late = excluded.late",
+            (n.operation_id, n.owner, n.party_id, n.told_at, n.active_at, n.required_s, n.late),
+        )
+
+    def notices_between(self, start: float, end: float) -> list[Notice]:
+        rows = self._x(
+            f"SELECT {_NOTICE} FROM notices WHERE told_at >= ? AND told_at < ? ORDER BY told_at",
+            (start, end),
+        )
+        return [_notice(r) for r in rows]
+
+    # Audit log
+    def audit_head(self) -> AuditEntry | None:
+        row = self._x(f"SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return _audit(row) if row else None
+
+    def audit_append(self, entry: AuditEntry) -> None:
+        e = entry
+        self._x(
+            f"INSERT INTO audit_log ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.seq,
+                e.time,
+                e.actor,
+                e.action,
+                e.subject,
+                json.dumps(e.payload, separators=(",", ":")),
+                e.prev,
+                e.digest,
+            ),
+        )
+
+    def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]:
+        rows = self._x(
+            f"SELECT {_AUDIT} FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
+            (first_seq, last_seq),
+        )
+        return [_audit(r) for r in rows]
+
+    def audit_seq_at(self, time: float) -> int:
+        """The last sequence number written before ``time`` (0 if none)."""
+        row = self._x(
+            "SELECT coalesce(max(seq), 0) FROM audit_log WHERE time < ?", (time,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def put_seal(self, seal: Seal) -> None:
+        self._x(
+            "INSERT INTO audit_seals (seq, digest, time, signature) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (seq) DO NOTHING",
+            (seal.seq, seal.digest, seal.time, seal.signature),
+        )
+
+    def seals(self, first_seq: int, last_seq: int) -> list[Seal]:
+        rows = self._x(
+            "SELECT seq, digest, time, signature FROM audit_seals WHERE seq >= ? AND seq <= ? "
+            "ORDER BY seq",
+            (first_seq, last_seq),
+        )
+        return [Seal(*r) for r in rows]
+
+    # Webhook delivery
+    def get_webhook_cursor(self, party_id: str) -> WebhookCursor | None:
+        row = self._x(
+            f"SELECT {_CURSOR} FROM webhook_cursors WHERE party_id = ?", (party_id,)
+        ).fetchone()
+        return WebhookCursor(*row) if row else None
+
+    def put_webhook_cursor(self, cursor: WebhookCursor) -> None:
+        c = cursor
+        self._x(
+            f"INSERT INTO webhook_cursors ({_CURSOR}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (party_id) DO UPDATE SET delivered = excluded.delivered, "
+            "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until, "
+            "last_error = excluded.last_error",
+            (
+                c.party_id,
+                c.delivered,
+                c.attempts,
+                c.next_attempt_at,
+                c.lease_owner,
+                c.lease_until,
+                c.last_error,
+            ),
+        )
+
+    def webhook_backlog(self) -> list[tuple[PartySettings, WebhookCursor | None, int]]:
+        rows = self._x(
+            "SELECT s.party_id, s.webhook_url, s.webhook_secret, s.escalation_parties, "
+            "c.party_id, c.delivered, c.attempts, c.next_attempt_at, c.lease_owner, "
+            "c.lease_until, c.last_error, "
+            "(SELECT coalesce(max(e.id), 0) FROM events e WHERE e.party_id = s.party_id) "
+            "FROM party_settings s LEFT JOIN webhook_cursors c ON c.party_id = s.party_id "
+            "WHERE s.webhook_url IS NOT NULL"
+        )
+        return [
+            (
+                PartySettings(r[0], r[1], r[2], tuple(json.loads(r[3]))),
+                WebhookCursor(*r[4:11]) if r[4] is not None else None,
+                int(r[11]),
+            )
+            for r in rows
+        ]
+
+
+_LIVENESS = "party_id, last_heartbeat, availability, changed_at"
+_MESSAGE = (
+    "id, sender, recipients, kind, urgency, text, sent_at, ack_deadline, operation_id, alert_id, "
+    "reply_to"
+)
+_RECEIPT = "message_id, party_id, acked_at, level, next_at"
+_NOTICE = "operation_id, owner, party_id, told_at, active_at, required_s, late"
+_AUDIT = "seq, time, actor, action, subject, payload, prev, digest"
+_CURSOR = "party_id, delivered, attempts, next_attempt_at, lease_owner, lease_until, last_error"
+
+
+def _message(r: Sequence[Any]) -> Message:
+    return Message(
+        r[0], r[1], tuple(json.loads(r[2])), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10]
+    )
+
+
+def _notice(r: Sequence[Any]) -> Notice:
+    return Notice(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+
+
+def _audit(r: Sequence[Any]) -> AuditEntry:
+    return AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
