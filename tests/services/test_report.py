@@ -9,15 +9,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from deconfliction.core.audit import next_entry
 from deconfliction.core.errors import InvalidInput
 from deconfliction.core.model import (
     Liveness,
     Message,
     Notice,
-    OperationState,
     Party,
     Receipt,
-    WriteRecord,
 )
 from deconfliction.services.report import bar_chart_svg, build_report, histogram_svg
 from deconfliction.stores.base import Store, Tx
@@ -34,10 +33,13 @@ A, B, C = "p-north", "p-south", "p-drones"
 
 
 def write(tx: Tx, op: str, owner: str, at: float, *conflicts: str) -> None:
-    tx.record_write(
-        WriteRecord(op, f"v-{op}-{at:.0f}", owner, OperationState.ACCEPTED, at, (),
-                    tuple((c, f"v-{c}") for c in conflicts))
-    )  # fmt: skip
+    """A write of an operation as the services record it (its audit entry)."""
+    payload = {
+        "operation": {"id": op, "version": f"v-{op}-{at:.0f}", "state": "Accepted"},
+        "key": [],
+        "conflicts": [[c, f"v-{c}"] for c in conflicts],
+    }
+    tx.audit_append(next_entry(tx.audit_head(), at, owner, "operation.file", op, payload))
 
 
 def notice(op: str, owner: str, party: str, told: float, lead_min: float, required_min: float):

@@ -683,8 +683,8 @@ class FailingRecordStore:
                 def __getattr__(self, name):
                     return getattr(tx, name)
 
-                def record_write(self, record):
-                    raise RuntimeError("disk full")
+                def audit_append(self, entry):
+                    raise RuntimeError("disk full")  # the last write of a filing
 
             return fn(Tx())
 

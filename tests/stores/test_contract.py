@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deconfliction.core.audit import next_entry
 from deconfliction.core.model import (
     Operation,
     OperationDetails,
@@ -319,15 +320,50 @@ def test_events_are_kept_per_party_in_id_order_and_paged(store: Store) -> None:
     assert page("charlie", 0, 100) == []
 
 
-def test_write_records_read_back_in_write_order(store: Store) -> None:
-    first = WriteRecord("op-1", "v1", "alpha", S.ACCEPTED, T, (), ())
-    second = WriteRecord(
-        "op-2", "w1", "bravo", S.ACTIVATED, T + 1.5, ("v1", "x9"), (("op-1", "v1"), ("op-9", "x9"))
-    )
-    store.transact(lambda tx: tx.record_write(first))
-    store.transact(lambda tx: tx.record_write(second))
+def record(
+    tx,
+    op_id: str,
+    version: str,
+    owner: str,
+    state: str,
+    time: float,
+    key: tuple[str, ...] = (),
+    conflicts: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """An operation write as the services record it: an audit entry."""
+    payload = {
+        "operation": {"id": op_id, "version": version, "state": state},
+        "key": list(key),
+        "conflicts": [list(c) for c in conflicts],
+    }
+    tx.audit_append(next_entry(tx.audit_head(), time, owner, "operation.file", op_id, payload))
 
-    assert store.transact(lambda tx: tx.write_records(), write=False) == [first, second]
+
+def test_write_records_are_the_audit_logs_operation_entries_in_order(store: Store) -> None:
+    store.transact(lambda tx: record(tx, "op-1", "v1", "alpha", "Accepted", T))
+    store.transact(
+        lambda tx: tx.audit_append(
+            next_entry(tx.audit_head(), T + 1, "alpha", "message.send", "m", {})
+        )
+    )
+    store.transact(
+        lambda tx: record(
+            tx,
+            "op-2",
+            "w1",
+            "bravo",
+            "Activated",
+            T + 1.5,
+            ("v1", "x9"),
+            (("op-1", "v1"), ("op-9", "x9")),
+        )
+    )
+
+    assert store.transact(lambda tx: tx.write_records(), write=False) == [
+        WriteRecord("op-1", "v1", "alpha", S.ACCEPTED, T, (), ()),
+        WriteRecord("op-2", "w1", "bravo", S.ACTIVATED, T + 1.5, ("v1", "x9"),
+                    (("op-1", "v1"), ("op-9", "x9"))),
+    ]  # fmt: skip
 
 
 # Transactions ----------------------------------------------------------------------------------
@@ -353,7 +389,7 @@ def test_an_exception_rolls_back_everything_the_transaction_wrote(store: Store) 
         tx.bump_subscription("s")
         tx.delete_subscription("s")
         tx.add_event("bravo", "operation", T, {})
-        tx.record_write(WriteRecord("new", "v1", "alpha", S.ACCEPTED, T, (), ()))
+        record(tx, "new", "v1", "alpha", "Accepted", T)
         raise Boom
 
     with pytest.raises(Boom):

@@ -96,6 +96,9 @@ class AuditEntry:
         )
 
 
+OPERATION_WRITES = ("operation.file", "operation.update", "operation.end")
+"""Audit actions that record a write of an operation (and so the key its writer presented)."""
+
 READERS = "readers"
 """Payload key naming the parties (besides the actor) who may read an entry's payload."""
 

@@ -26,7 +26,6 @@ from deconfliction.core.model import (
     OperationState,
     Party,
     Subscription,
-    WriteRecord,
 )
 from deconfliction.core.policy import Policy
 from deconfliction.formats import volume_to_json
@@ -304,18 +303,9 @@ class Strategic:
         late = self._give_notice(tx, op, told, now) if op.live else []
         unreachable = self._unreachable(tx, op, found, now)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
-        tx.record_write(
-            WriteRecord(
-                operation_id=op.id,
-                version=op.version,
-                owner=op.owner,
-                state=op.state,
-                time=now,
-                key=tuple(key),
-                conflicts=conflicts,
-            )
-        )
         action = "file" if old is None else ("end" if not op.live else "update")
+        # This entry is also the write record: the key presented and the conflicts found, which
+        # the key invariant is checked against afterwards (Tx.write_records).
         audit.append(
             tx,
             now,

@@ -70,9 +70,9 @@ databases that apply DDL outside the transaction (CockroachDB's schema changes a
 Concurrent ``CREATE TABLE IF NOT EXISTS`` of ``schema_migrations`` itself can also fail with a
 unique violation in PostgreSQL; it is retried the same way.
 
-The write record (``operation_writes``) is ordered by a BIGSERIAL: insertion order, which under
-concurrent writers of *unrelated* operations may differ slightly from commit order (writes of one
-operation conflict on its row, so they stay in commit order).
+The write records (``Tx.write_records``) are the audit log's operation entries, in the chain's
+order, which is commit order. (The ``operation_writes`` table of migration 1 is no longer
+written.)
 """
 
 from __future__ import annotations
@@ -104,7 +104,6 @@ from deconfliction.core.model import (
     Subscription,
     TacticalLease,
     TrackReport,
-    WriteRecord,
 )
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
@@ -846,41 +845,6 @@ class PostgresTx(SharedTx):
         )
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
-    def record_write(self, record: WriteRecord) -> None:
-        r = record
-        self.conn.execute(
-            "INSERT INTO operation_writes (operation_id, version, owner, state, time, key, "
-            "conflicts) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (
-                r.operation_id,
-                r.version,
-                r.owner,
-                r.state.value,
-                r.time,
-                json.dumps(r.key),
-                json.dumps(r.conflicts),
-            ),
-        )
-
-    def write_records(self) -> list[WriteRecord]:
-        rows = self.conn.execute(
-            "SELECT operation_id, version, owner, state, time, key, conflicts "
-            "FROM operation_writes ORDER BY seq"
-        )
-        return [
-            WriteRecord(
-                r[0],
-                r[1],
-                r[2],
-                OperationState(r[3]),
-                r[4],
-                tuple(json.loads(r[5])),
-                tuple(tuple(c) for c in json.loads(r[6])),
-            )
-            for r in rows
-        ]
-
-    # Tactical
     def add_track_reports(self, reports: Sequence[TrackReport]) -> None:
         """Numbered from one counter row: the batch that commits later always gets the larger
         numbers (a writer that takes the counter holds it until it commits), so the cycle's

@@ -13,14 +13,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from deconfliction.core.audit import AuditEntry, Seal
+from deconfliction.core.audit import OPERATION_WRITES, AuditEntry, Seal
 from deconfliction.core.model import (
     Liveness,
     Message,
     Notice,
+    OperationState,
     PartySettings,
     Receipt,
     WebhookCursor,
+    WriteRecord,
 )
 
 
@@ -29,6 +31,31 @@ class SharedTx:
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
+
+    def write_records(self) -> list[WriteRecord]:
+        """Every write of an operation, in commit order, read from the audit log: what it
+        presented as its key and what it conflicted with (the audit entry is the record)."""
+        marks = ", ".join("?" * len(OPERATION_WRITES))
+        rows = self._x(
+            f"SELECT subject, actor, time, payload FROM audit_log WHERE action IN ({marks}) "
+            "ORDER BY seq",
+            OPERATION_WRITES,
+        )
+        records = []
+        for subject, actor, time, payload in rows:
+            data = json.loads(payload)
+            records.append(
+                WriteRecord(
+                    subject,
+                    data["operation"]["version"],
+                    actor,
+                    OperationState(data["operation"]["state"]),
+                    time,
+                    tuple(data["key"]),
+                    tuple((c[0], c[1]) for c in data["conflicts"]),
+                )
+            )
+        return records
 
     # Party settings and lead-time agreements
     def get_settings(self, party_id: str) -> PartySettings:

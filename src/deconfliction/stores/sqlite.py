@@ -35,7 +35,6 @@ from deconfliction.core.model import (
     Subscription,
     TacticalLease,
     TrackReport,
-    WriteRecord,
 )
 from deconfliction.geo import Volume, footprint_from_bytes
 from deconfliction.stores.shared import SharedTx
@@ -104,6 +103,7 @@ _MIGRATIONS: list[str] = [
         payload TEXT NOT NULL
     );
     CREATE INDEX events_party ON events (party_id, id);
+    -- No longer written: write records are read from the audit log (migration 2).
     CREATE TABLE operation_writes (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         operation_id TEXT NOT NULL,
@@ -511,40 +511,6 @@ class SqliteTx(SharedTx):
             (party_id, after, limit),
         )
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
-
-    def record_write(self, record: WriteRecord) -> None:
-        r = record
-        self.db.execute(
-            "INSERT INTO operation_writes (operation_id, version, owner, state, time, key, "
-            "conflicts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                r.operation_id,
-                r.version,
-                r.owner,
-                r.state.value,
-                r.time,
-                json.dumps(r.key),
-                json.dumps(r.conflicts),
-            ),
-        )
-
-    def write_records(self) -> list[WriteRecord]:
-        rows = self.db.execute(
-            "SELECT operation_id, version, owner, state, time, key, conflicts "
-            "FROM operation_writes ORDER BY seq"
-        )
-        return [
-            WriteRecord(
-                r[0],
-                r[1],
-                r[2],
-                OperationState(r[3]),
-                r[4],
-                tuple(json.loads(r[5])),
-                tuple(tuple(c) for c in json.loads(r[6])),
-            )
-            for r in rows
-        ]
 
     def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
         if not party_ids:
