@@ -126,3 +126,9 @@ def test_an_export_withholds_what_a_party_may_not_see_and_still_proves(log, cloc
     assert payloads("blue")["party.settings"] is None
     assert payloads("green")["operation.file"] is not None
     assert "red.example" not in json.dumps(bundle_for["green"])
+
+
+def test_an_export_of_a_quiet_period_is_empty_and_verifies(log, clock: Clock) -> None:
+    audit, _ = log
+    bundle = audit.export(clock() + 10_000, clock() + 20_000)
+    assert bundle["entries"] == [] and verify_bundle(bundle) == []

@@ -153,6 +153,8 @@ class AuditLog:
             return first, last, tx.seals(1, max(first - 1, 0))
 
         first, last, earlier = self.store.transact(read, write=False)
+        if last < first:  # nothing was written in the range: nothing to prove
+            return make_bundle(None, [], [], public_pem(self.signing_key))
         anchor_seq = earlier[-1].seq if earlier else 0
         if last >= first and not self.store.transact(lambda tx: tx.seals(last, last), write=False):
             self._seal_at(last)
