@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +129,8 @@ def serve(
     os.environ["DECONFLICTION_DB"] = db
     # Create the schema and the signing key once, up front (waiting for a database that starts).
     Runtime.open_patiently(Settings(db=db)).close()
-    console.print(f"deconfliction on [bold]http://{host}:{port}[/]  (docs: /docs, db: {db})")
+    shown = re.sub(r"://([^:/@]+):[^@/]*@", r"://\1:***@", db)  # never print a password
+    console.print(f"deconfliction on [bold]http://{host}:{port}[/]  (docs: /docs, db: {shown})")
     uvicorn.run(
         "deconfliction.api.app:app_from_env",
         factory=True,
