@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from deconfliction.geo import Circle, GeometryError, Polygon, Volume, any_overlap, bounding_window
+from deconfliction.geo import Circle, GeometryError, Polygon, Volume
 
 HERE = Circle.create(47.0, 8.0, 5_000.0)
 NEARBY = Circle.create(47.0, 8.05, 5_000.0)  # about 3.8 km away: the footprints overlap
@@ -67,10 +67,3 @@ def test_index_boxes_carry_the_altitude_band_and_time_window_of_every_footprint_
     assert len(boxes) == len(across.boxes()) == 2
     for box, flat in zip(boxes, across.boxes(), strict=True):
         assert box == (*flat, 10.0, 20.0, 100.0, 200.0)
-
-
-def test_any_overlap_lists_the_overlapping_pairs_and_bounding_window_spans_them_all():
-    a = [volume(), volume(start=100.0, end=160.0)]
-    b = [volume(NEARBY, start=120.0, end=130.0), volume(FAR)]
-    assert any_overlap(a, b) == [(1, 0)]
-    assert bounding_window(a + b) == (0.0, 160.0)

@@ -18,7 +18,7 @@ from deconfliction.geo.intersect import (
     footprint_contains,
     footprints_overlap,
 )
-from deconfliction.geo.volume import IndexBox, Volume, any_overlap, bounding_window
+from deconfliction.geo.volume import IndexBox, Volume
 
 __all__ = [
     "MAX_CAP_DEG",
@@ -31,8 +31,6 @@ __all__ = [
     "IndexBox",
     "Polygon",
     "Volume",
-    "any_overlap",
-    "bounding_window",
     "footprint_contains",
     "footprint_from_bytes",
     "footprints_overlap",

@@ -67,13 +67,3 @@ class Volume:
             (*box, self.altitude_lower_m, self.altitude_upper_m, self.start, self.end)
             for box in self.footprint.boxes()
         ]
-
-
-def bounding_window(volumes: list[Volume]) -> tuple[float, float]:
-    """The smallest ``[start, end)`` that holds every volume."""
-    return min(v.start for v in volumes), max(v.end for v in volumes)
-
-
-def any_overlap(a: list[Volume], b: list[Volume]) -> list[tuple[int, int]]:
-    """Index pairs ``(i, j)`` with ``a[i]`` overlapping ``b[j]``."""
-    return [(i, j) for i, va in enumerate(a) for j, vb in enumerate(b) if va.overlaps(vb)]
