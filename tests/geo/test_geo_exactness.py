@@ -7,12 +7,16 @@ sit exactly on the thresholds: touching is not overlap, an overlap of a metre is
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from deconfliction.geo import Circle, Polygon, footprints_overlap
+from deconfliction.geo import Circle, Polygon, footprints_overlap, intersect
+from deconfliction.geo.intersect import footprint_contains
+from deconfliction.geo.sphere import GEOD, MIN_RADIUS_OF_CURVATURE_M, to_latlon
 
 from .geo_reference import (
     SURE_M,
@@ -21,7 +25,15 @@ from .geo_reference import (
     circles_overlap,
     polygons_overlap,
 )
-from .geo_shapes import REGIONS, offset, pair_centres, size, star_vertices
+from .geo_shapes import (
+    REGIONS,
+    offset,
+    pair_centres,
+    point,
+    random_footprint,
+    size,
+    star_vertices,
+)
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -210,3 +222,47 @@ def test_giant_footprints_reaching_past_each_others_horizon(gap_deg, kind):
     else:
         square = [(-20.0, -20.0), (20.0, -20.0), (20.0, west - gap_deg), (-20.0, west - gap_deg)]
         assert both_ways(Polygon.create(square), polygon) == (gap_deg < 0)
+
+
+# --- the shortcut for heavy overlaps -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", ["tiny", "normal", "continent"])
+@pytest.mark.parametrize("region", REGIONS)
+@settings(max_examples=15, deadline=None)
+@given(seed=SEEDS)
+def test_a_footprints_inner_disc_lies_inside_it(scale, region, seed):
+    rng = np.random.default_rng(seed)
+    lat, lon = point(rng, region)
+    fp, _ = random_footprint(
+        rng, str(rng.choice(["circle", "polygon"])), lat, lon, size(rng, scale)
+    )
+    inner = fp.inner_radius()
+    assert 0.0 <= inner <= fp.cap_radius
+    assume(inner > 0.0)
+    # Points on the disc's rim (a hair inside it), all around: every one lies in the footprint.
+    centre_lat, centre_lon = (float(x[0]) for x in to_latlon(fp.center[None, :]))
+    rim_m = inner * MIN_RADIUS_OF_CURVATURE_M * (1 - 1e-6)
+    azimuths = np.linspace(0.0, 360.0, 72, endpoint=False)
+    lon2, lat2, _ = GEOD.fwd(
+        np.full(72, centre_lon), np.full(72, centre_lat), azimuths, np.full(72, rim_m)
+    )
+    assert footprint_contains(fp, lat2, lon2).all()
+
+
+@pytest.mark.parametrize("scale", ["tiny", "normal", "continent"])
+@pytest.mark.parametrize("region", REGIONS)
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS)
+def test_the_inner_disc_shortcut_agrees_with_the_exact_test(scale, region, seed):
+    rng = np.random.default_rng(seed)
+    sa, sb = size(rng, scale), size(rng, scale)
+    # Closer than pair_centres: mostly heavy overlaps, where the shortcut decides.
+    lat, lon = point(rng, region)
+    lat2, lon2 = offset(lat, lon, rng.uniform(0, 360), rng.uniform(0, 0.6) * (sa + sb))
+    a, _ = random_footprint(rng, str(rng.choice(["circle", "polygon"])), lat, lon, sa)
+    b, _ = random_footprint(rng, str(rng.choice(["circle", "polygon"])), lat2, lon2, sb)
+    fast = both_ways(a, b)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(intersect, "SURE_LENS_RAD", math.inf)  # the exact test alone
+        assert both_ways(a, b) == fast

@@ -727,3 +727,75 @@ def test_party_names_are_unique_regardless_of_case(world: World) -> None:
     assert world.svc.find_party(world.b).name == "Bravo"
     with pytest.raises(NotFound):
         world.svc.find_party("Delta")
+
+
+# Between the look and the write ------------------------------------------------------------------
+
+
+def meanwhile(world: World, monkeypatch: pytest.MonkeyPatch, action) -> None:
+    """Make the service look ahead on the next write (as it does while other writes are under
+    way), and run ``action`` after that look and before the write: another party's change."""
+    look = world.svc._look
+
+    def look_then_act(party, volumes):
+        world.svc._busy += 1  # the look only happens while another write is under way
+        try:
+            seen = look(party, volumes)
+        finally:
+            world.svc._busy -= 1
+        assert seen is not None
+        monkeypatch.setattr(world.svc, "_look", look)  # once
+        action()
+        return seen
+
+    monkeypatch.setattr(world.svc, "_look", look_then_act)
+
+
+def test_a_conflict_filed_between_the_look_and_the_write_is_caught(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = world.file(world.a)
+    later: list[Operation] = []
+    meanwhile(world, monkeypatch, lambda: later.append(world.file_aware(world.c)))
+
+    with pytest.raises(MissingKey) as refused:
+        world.file(world.b, key=[first.version])
+
+    (second,) = later
+    assert missing_of(refused) == {(second.id, world.c, second.version, (0,))}
+    filed = world.svc.file_operation(world.b, Filing([vol()], key=[first.version, second.version]))
+    assert {f.operation.id for f in filed.conflicts} == {first.id, second.id}
+
+
+def test_an_operation_ended_between_the_look_and_the_write_no_longer_conflicts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = world.file(world.a)
+    meanwhile(world, monkeypatch, lambda: world.svc.end_operation(world.a, first.id, first.version))
+
+    filed = world.svc.file_operation(world.b, Filing([vol()], key=[first.version]))
+
+    assert filed.conflicts == []
+    assert world.events(world.a, "conflict") == []
+
+
+def test_a_key_already_stale_on_the_look_is_refused_before_queueing_to_write(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = world.file(world.a)
+    writes = []
+    transact = world.store.transact
+
+    def counting(fn, *, write=True, priority=0):
+        writes.append(write)
+        return transact(fn, write=write, priority=priority)
+
+    monkeypatch.setattr(world.store, "transact", counting)
+    meanwhile(world, monkeypatch, lambda: None)
+
+    with pytest.raises(MissingKey) as refused:
+        world.file(world.b, key=[])
+
+    assert {m[0] for m in missing_of(refused)} == {first.id}
+    assert True not in writes
+    assert world.svc._refused[world.b] == 1  # and the party goes first next time

@@ -69,6 +69,20 @@ def any_overlap(a: Sequence[Volume], b: Sequence[Volume]) -> bool:
     return any(va.overlaps(vb) for va in a for vb in b)
 
 
+def check_key(state: OperationState, conflicts: Sequence[Found], key: Iterable[str]) -> None:
+    """Proof of awareness alone: the key holds the version of every conflicting operation."""
+    if state not in NEEDS_KEY or not conflicts:
+        return
+    seen = set(key)
+    missing = [f for f in conflicts if f.operation.version not in seen]
+    if missing:
+        raise MissingKey(
+            f"The key lacks the current version of {len(missing)} conflicting operation(s); "
+            "look at them, then retry with their versions in the key.",
+            details={"missing": missing},
+        )
+
+
 def check_awareness(
     state: OperationState,
     priority: int,
@@ -83,14 +97,7 @@ def check_awareness(
     """
     if state not in NEEDS_KEY or not conflicts:
         return
-    seen = set(key)
-    missing = [f for f in conflicts if f.operation.version not in seen]
-    if missing:
-        raise MissingKey(
-            f"The key lacks the current version of {len(missing)} conflicting operation(s); "
-            "look at them, then retry with their versions in the key.",
-            details={"missing": missing},
-        )
+    check_key(state, conflicts, key)
     higher = [f for f in conflicts if f.operation.priority > priority]
     if higher:
         raise PriorityConflict(

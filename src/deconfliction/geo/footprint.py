@@ -6,6 +6,7 @@ for indexes. Both are conservative: rounded outward, never smaller than the true
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ from shapely.validation import explain_validity
 from deconfliction.geo.errors import GeometryError
 from deconfliction.geo.sphere import (
     GEOD,
+    MAX_RADIUS_OF_CURVATURE_M,
     MIN_RADIUS_OF_CURVATURE_M,
     FloatArray,
     angle,
     gnomonic,
     normalize,
+    ring_seen_from,
     to_latlon,
     to_unit,
 )
@@ -100,6 +103,10 @@ class Circle:
     def area_m2(self) -> float:
         return math.pi * self.radius_m**2
 
+    def inner_radius(self) -> float:
+        """Angular radius (radians) of a disc around ``center`` that lies inside the circle."""
+        return self.radius_m / MAX_RADIUS_OF_CURVATURE_M
+
     def boxes(self) -> list[Box]:
         """Index boxes, computed once per footprint (they are on every write's path)."""
         if self._boxes is None:
@@ -140,6 +147,8 @@ class Polygon:
     contains_pole: int = field(repr=False)
     """+1 or -1 if the north or south pole is inside or on the ring, else 0."""
     _boxes: list[Box] | None = field(default=None, repr=False)
+    _inner: float | None = field(default=None, repr=False)
+    _area: float | None = field(default=None, repr=False)
 
     kind: ClassVar[str] = "polygon"
 
@@ -191,11 +200,22 @@ class Polygon:
         original = tuple((float(a), float(b)) for a, b in zip(lat, lon, strict=True))
         return cls(original, ring_lat, ring_lon, ring, center, cap, pole)
 
+    def inner_radius(self) -> float:
+        """Angular radius (radians) of a disc around ``center`` that lies inside the ring (0 when
+        the centre is outside it), computed once: the ring's edges are great-circle arcs here,
+        so the nearest of them bounds the disc exactly."""
+        if self._inner is None:
+            seen = ring_seen_from(self.center, self.xyz)
+            object.__setattr__(self, "_inner", seen[0] if seen is not None and seen[1] else 0.0)
+        return self._inner  # type: ignore[return-value]
+
     @property
     def area_m2(self) -> float:
-        """Geodesic area on WGS84."""
-        area, _ = GEOD.polygon_area_perimeter(self.lon, self.lat)
-        return abs(float(area))
+        """Geodesic area on WGS84 (computed once)."""
+        if self._area is None:
+            area, _ = GEOD.polygon_area_perimeter(self.lon, self.lat)
+            object.__setattr__(self, "_area", abs(float(area)))
+        return self._area  # type: ignore[return-value]
 
     def boxes(self) -> list[Box]:
         """Index boxes, computed once per footprint (they are on every write's path)."""
@@ -247,7 +267,17 @@ _POLYGON_HEAD: Final = "<IIi4d"
 
 
 def footprint_from_bytes(blob: bytes) -> Footprint:
-    """Inverse of ``to_bytes``: fast, trusts that the footprint was validated when stored."""
+    """Inverse of ``to_bytes``: fast, trusts that the footprint was validated when stored.
+
+    Footprints are immutable and their bytes say everything about them, so the footprints read
+    most recently are kept (with what they computed once, such as index boxes): in a busy area
+    every search reads the same few again.
+    """
+    return _decode(bytes(blob))
+
+
+@functools.lru_cache(maxsize=8192)
+def _decode(blob: bytes) -> Footprint:
     if blob[:1] == b"C":
         lat, lon, radius = struct.unpack_from("<3d", blob, 1)
         cap = radius / MIN_RADIUS_OF_CURVATURE_M * (1 + 1e-9) + 1e-12

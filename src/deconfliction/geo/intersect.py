@@ -23,6 +23,7 @@ from deconfliction.geo.sphere import (
     angle,
     gnomonic,
     nearest_on_arcs,
+    ring_seen_from,
     slerp,
     to_latlon,
     to_unit,
@@ -31,12 +32,19 @@ from deconfliction.geo.sphere import (
 OVERLAP_TOLERANCE_M: Final = 0.01
 """Overlaps thinner than this are touching, not conflicting (floating-point noise lives far below)."""
 
+SURE_LENS_RAD: Final = 1.0 / MIN_RADIUS_OF_CURVATURE_M
+"""A lens this thick (over a metre on WGS84) between two footprints' inner discs is an overlap
+beyond doubt: the shortcut that settles most heavily overlapping pairs without the exact test."""
+
 
 def footprints_overlap(a: Footprint, b: Footprint) -> bool:
     """True when the two footprints' interiors overlap by more than the tolerance."""
     between = _angle3(a.center, b.center)
     if between > a.cap_radius + b.cap_radius:
         return False
+    ra, rb = a.inner_radius(), b.inner_radius()
+    if between + SURE_LENS_RAD < ra + rb and min(ra, rb) > SURE_LENS_RAD:
+        return True  # discs inside each footprint overlap by a lens over a metre thick
     if isinstance(a, Circle) and isinstance(b, Circle):
         reach = a.radius_m + b.radius_m - OVERLAP_TOLERANCE_M
         sure = _decided_by_sphere(between, reach)
@@ -99,7 +107,7 @@ def _polygon_polygon(a: Polygon, b: Polygon) -> bool:
 
 def _circle_polygon(c: Circle, p: Polygon) -> bool:
     reach = c.radius_m - OVERLAP_TOLERANCE_M
-    seen = _ring_seen_from(c.center, p.xyz)
+    seen = ring_seen_from(c.center, p.xyz)
     if seen is None:  # part of the ring is near or past the circle centre's horizon
         return _circle_polygon_far(c, p)
     arc, inside = seen
@@ -109,38 +117,6 @@ def _circle_polygon(c: Circle, p: Polygon) -> bool:
     if sure is False:
         return False
     return distance_to_ring_m(c.center, c.lat, c.lon, p.xyz) < reach
-
-
-def _ring_seen_from(point: FloatArray, ring: FloatArray) -> tuple[float, bool] | None:
-    """Angle (radians) from ``point`` to the nearest point of the ring of great-circle arcs, and
-    whether ``point`` lies inside the ring; None if the ring reaches beyond 84 degrees from it.
-
-    In the gnomonic projection centred on the point itself the arcs are segments and the angle
-    from the centre is atan of the planar distance, so the planar nearest point is the spherical
-    one, exactly, and an even-odd ray test from the origin tells inside from outside.
-    """
-    px, py, pz = point.tolist()
-    norm = math.hypot(px, py)
-    ex, ey = (-py / norm, px / norm) if norm > 1e-12 else (0.0, 1.0)
-    north = (-pz * ey, pz * ex, px * ey - py * ex)  # point x east
-    proj = ring @ np.array([[ex, north[0], px], [ey, north[1], py], [0.0, north[2], pz]])
-    depth = proj[:, 2]
-    if depth.min() < 0.1:
-        return None
-    x, y = proj[:, 0] / depth, proj[:, 1] / depth
-    x2, y2 = np.roll(x, -1), np.roll(y, -1)
-    dx, dy = x2 - x, y2 - y
-    length2 = dx * dx + dy * dy
-    t = np.clip(-(x * dx + y * dy) / np.where(length2 > 0.0, length2, 1.0), 0.0, 1.0)
-    cx, cy = x + t * dx, y + t * dy
-    arc = math.atan(math.sqrt(float((cx * cx + cy * cy).min())))
-    crosses = (y > 0.0) != (y2 > 0.0)
-    if crosses.any():
-        xc, yc, dxc, dyc = x[crosses], y[crosses], dx[crosses], dy[crosses]
-        inside = bool(np.count_nonzero(xc - yc * dxc / dyc > 0.0) % 2)
-    else:
-        inside = False
-    return arc, inside
 
 
 def _circle_polygon_far(c: Circle, p: Polygon) -> bool:

@@ -9,6 +9,8 @@ the gnomonic projection maps every great circle to a straight line, so planar po
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from pyproj import Geod
@@ -111,3 +113,35 @@ def slerp(a: FloatArray, b: FloatArray, t: FloatArray) -> FloatArray:
     wa = np.where(small, 1.0 - t, np.sin((1.0 - t) * omega) / safe_sin)
     wb = np.where(small, t, np.sin(t * omega) / safe_sin)
     return normalize(wa[..., None] * a[:, None, :] + wb[..., None] * b[:, None, :])
+
+
+def ring_seen_from(point: FloatArray, ring: FloatArray) -> tuple[float, bool] | None:
+    """Angle (radians) from ``point`` to the nearest point of the ring of great-circle arcs, and
+    whether ``point`` lies inside the ring; None if the ring reaches beyond 84 degrees from it.
+
+    In the gnomonic projection centred on the point itself the arcs are segments and the angle
+    from the centre is atan of the planar distance, so the planar nearest point is the spherical
+    one, exactly, and an even-odd ray test from the origin tells inside from outside.
+    """
+    px, py, pz = point.tolist()
+    norm = math.hypot(px, py)
+    ex, ey = (-py / norm, px / norm) if norm > 1e-12 else (0.0, 1.0)
+    north = (-pz * ey, pz * ex, px * ey - py * ex)  # point x east
+    proj = ring @ np.array([[ex, north[0], px], [ey, north[1], py], [0.0, north[2], pz]])
+    depth = proj[:, 2]
+    if depth.min() < 0.1:
+        return None
+    x, y = proj[:, 0] / depth, proj[:, 1] / depth
+    x2, y2 = np.roll(x, -1), np.roll(y, -1)
+    dx, dy = x2 - x, y2 - y
+    length2 = dx * dx + dy * dy
+    t = np.clip(-(x * dx + y * dy) / np.where(length2 > 0.0, length2, 1.0), 0.0, 1.0)
+    cx, cy = x + t * dx, y + t * dy
+    arc = math.atan(math.sqrt(float((cx * cx + cy * cy).min())))
+    crosses = (y > 0.0) != (y2 > 0.0)
+    if crosses.any():
+        xc, yc, dxc, dyc = x[crosses], y[crosses], dx[crosses], dy[crosses]
+        inside = bool(np.count_nonzero(xc - yc * dxc / dyc > 0.0) % 2)
+    else:
+        inside = False
+    return arc, inside

@@ -151,7 +151,7 @@ class Strategic:
             return self._write(tx, op, None, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(party, write)
+        return self._transact_write(party, write, look, filing)
 
     def update_operation(
         self, party: str, operation_id: str, version: str, filing: Filing
@@ -176,7 +176,7 @@ class Strategic:
             return self._write(tx, op, old, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(party, write)
+        return self._transact_write(party, write, look, filing)
 
     def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
         """Move an operation to Ended: kept for the record, no longer matched."""
@@ -237,16 +237,22 @@ class Strategic:
             )
         return op
 
-    def _transact_write(self, party: str, fn: Callable[[Tx], Filed]) -> Filed:
+    def _transact_write(
+        self, party: str, fn: Callable[[Tx], Filed], look: _Look | None, filing: Filing
+    ) -> Filed:
         """Run a filing's write; a party refused for a conflict goes first next time.
 
-        Stores that commit several writes together (SQLite's group commit) run them one after
-        another; in a hot spot each refuses the others, and whoever is always last would never
-        get in. Counting a party's consecutive refusals and passing it as a priority bounds that.
+        A key already stale on the look's snapshot is refused before the write queues. Writers
+        queue in priority order: in a hot spot every write makes the keys of the others waiting
+        stale, so whoever was just refused (and has just learnt what it missed) should go next,
+        or it meets yet another new conflict and is refused again, and again. Counting a
+        party's consecutive refusals and passing it as the priority does that.
         """
         with self._busy_lock:
             self._busy += 1
         try:
+            if look is not None:
+                rules.check_key(filing.state, look.found, filing.key)
             result = self.store.transact(fn, priority=self._refused.get(party, 0))
         except Conflict:
             with self._busy_lock:
@@ -266,9 +272,11 @@ class Strategic:
         versions: if nothing changed, this answer still holds and the expensive geometry stays
         out of the critical section; if anything changed, the write searches again. When no
         other write of this process is under way there is no critical section to shorten, and
-        the search simply happens inside the write (None).
+        the search simply happens inside the write (None). Nor after a refusal: the party has
+        just been told what it missed and goes first (see _transact_write), and the time spent
+        looking would only let others change the area again before it gets there.
         """
-        if not self._busy:
+        if not self._busy or party in self._refused:
             return None
         candidates = self.store.transact(
             lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
@@ -289,10 +297,8 @@ class Strategic:
     ) -> Filed:
         found: list[rules.Found] = []
         if op.live:
-            if look is not None and tx.candidate_versions(op.volumes, exclude_owner=op.owner) == (
-                look.seen
-            ):
-                found = look.found
+            if look is not None:
+                found = self._revalidate(tx, op, look)
             else:
                 candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
                 found = rules.find_conflicts(op.volumes, candidates)
@@ -300,7 +306,7 @@ class Strategic:
         tx.put_operation(op)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
         told = self._notify(tx, op, touched, found, old, now)
-        late = self._give_notice(tx, op, told, now) if op.live else []
+        late = self._give_notice(tx, op, told, now, first=old is None) if op.live else []
         unreachable = self._unreachable(tx, op, found, now)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         action = "file" if old is None else ("end" if not op.live else "update")
@@ -322,6 +328,25 @@ class Strategic:
             },
         )
         return Filed(op, found, late, unreachable)
+
+    @staticmethod
+    def _revalidate(tx: Tx, op: Operation, look: _Look) -> list[rules.Found]:
+        """The look's conflicts brought up to date inside the write: only what changed since.
+
+        A version names one immutable set of volumes, so a candidate seen at the same version
+        conflicts exactly as the look found; only candidates new since the look (or at a new
+        version) need loading and the exact check, and those gone drop out.
+        """
+        now_seen = tx.candidate_versions(op.volumes, exclude_owner=op.owner)
+        if now_seen == look.seen:
+            return look.found
+        kept = [f for f in look.found if (f.operation.id, f.operation.version) in now_seen]
+        fresh = [
+            theirs
+            for op_id, _ in sorted(now_seen - look.seen)
+            if (theirs := tx.get_operation(op_id)) is not None
+        ]
+        return kept + rules.find_conflicts(op.volumes, fresh)
 
     def _notify(
         self,
@@ -366,11 +391,14 @@ class Strategic:
             told.add(owner)
         return told
 
-    def _give_notice(self, tx: Tx, op: Operation, told: set[str], now: float) -> list[str]:
+    def _give_notice(
+        self, tx: Tx, op: Operation, told: set[str], now: float, *, first: bool
+    ) -> list[str]:
         """Record each party's notice of a live operation; flag and push the late ones.
 
         A notice runs from the first time a party was told to the moment the operation becomes
         active (its start, or now if it is activated earlier). A late notice is never refused.
+        ``first``: the operation's first write, so no party has been told of it yet.
         """
         if not told:
             return []
@@ -378,7 +406,7 @@ class Strategic:
         agreements = tx.lead_times()
         late: list[str] = []
         for party in sorted(told):
-            notice = tx.get_notice(op.id, party)
+            notice = None if first else tx.get_notice(op.id, party)
             required = hotline.min_lead_time(op.owner, party, agreements, self.hotline_policy)
             told_at = notice.told_at if notice else now
             active = min(active_at, notice.active_at) if notice else active_at

@@ -10,6 +10,7 @@ each store.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,33 @@ from deconfliction.core.model import (
     Liveness,
     Message,
     Notice,
+    Operation,
     OperationState,
     PartySettings,
     Receipt,
     WebhookCursor,
     WriteRecord,
 )
+
+
+class RecentOperations:
+    """Operations read lately, by (id, version): a version names one immutable state of an
+    operation, so a row whose version is known here needs neither its volumes read nor its
+    geometry decoded again. In a busy area every search reads the same few operations."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._ops: dict[tuple[str, str], Operation] = {}
+        self._lock = threading.Lock()
+
+    def get(self, op_id: str, version: str) -> Operation | None:
+        return self._ops.get((op_id, version))
+
+    def put(self, op: Operation) -> None:
+        with self._lock:
+            self._ops[(op.id, op.version)] = op
+            if len(self._ops) > self.capacity:  # forget the oldest read
+                del self._ops[next(iter(self._ops))]
 
 
 class SharedTx:

@@ -37,7 +37,8 @@ from deconfliction.core.model import (
     TrackReport,
 )
 from deconfliction.geo import Volume, footprint_from_bytes
-from deconfliction.stores.shared import SharedTx
+from deconfliction.stores.shared import RecentOperations, SharedTx
+from deconfliction.stores.turns import Turns
 
 T = TypeVar("T")
 
@@ -245,6 +246,7 @@ class _Spatial:
         self.index = f"{table[:-1]}_index"
         self.index_rows = f"{table[:-1]}_index_rows"
         self.epoch = epoch
+        self.recent = RecentOperations()
 
     def boxes(self, volumes: Sequence[Volume]) -> list[tuple[float, ...]]:
         out = []
@@ -362,22 +364,28 @@ class SqliteTx(SharedTx):
         rows = rows.fetchall()
         if not rows:
             return []
-        volumes = self._ops.load_volumes(self.db, [r[0] for r in rows])
-        return [
-            Operation(
-                id=r[1],
-                owner=r[2],
-                state=OperationState(r[3]),
-                priority=r[4],
-                volumes=tuple(volumes[r[0]]),
-                version=r[5],
-                revision=r[6],
-                created_at=r[7],
-                updated_at=r[8],
-                details=OperationDetails.from_json(json.loads(r[9])),
-            )
-            for r in rows
-        ]
+        recent = self._ops.recent
+        known = [recent.get(r[1], r[5]) for r in rows]
+        unknown = [r[0] for r, op in zip(rows, known, strict=True) if op is None]
+        volumes = self._ops.load_volumes(self.db, unknown) if unknown else {}
+        out = []
+        for r, op in zip(rows, known, strict=True):
+            if op is None:
+                op = Operation(
+                    id=r[1],
+                    owner=r[2],
+                    state=OperationState(r[3]),
+                    priority=r[4],
+                    volumes=tuple(volumes[r[0]]),
+                    version=r[5],
+                    revision=r[6],
+                    created_at=r[7],
+                    updated_at=r[8],
+                    details=OperationDetails.from_json(json.loads(r[9])),
+                )
+                recent.put(op)
+            out.append(op)
+        return out
 
     def get_operation(self, operation_id: str) -> Operation | None:
         found = self._operations("id = ?", (operation_id,))
@@ -610,6 +618,7 @@ class SqliteStore:
         self.max_batch = 64
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._turns = Turns()
         self._migrate()
         db = self._connection()
         self.epoch = float(db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
@@ -660,12 +669,13 @@ class SqliteStore:
         if threading.current_thread() is self._writer:
             raise RuntimeError("A write transaction cannot start another one.")
         if not self.group_commit:
-            fd = self._writer_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                return self._transact(fn, write=True)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            with self._turns.turn(priority):
+                fd = self._writer_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    return self._transact(fn, write=True)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         job = _Job(fn, priority)
         self._start_writer()
         self._jobs.put(job)
