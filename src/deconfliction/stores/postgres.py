@@ -107,7 +107,8 @@ from deconfliction.core.model import (
 )
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
-from deconfliction.stores.shared import SharedTx
+from deconfliction.stores.shared import RecentOperations, SharedTx
+from deconfliction.stores.turns import Turns
 
 T = TypeVar("T")
 
@@ -676,9 +677,15 @@ class PostgresTx(SharedTx):
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(_placeholders(sql), params)
 
-    def __init__(self, conn: psycopg.Connection[Any], query_cells: int = QUERY_MAX_CELLS) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        query_cells: int = QUERY_MAX_CELLS,
+        recent: RecentOperations | None = None,
+    ) -> None:
         self.conn = conn
         self._query_cells = query_cells
+        self._recent = recent if recent is not None else RecentOperations()
         self._last_event_id = 0
 
     # Parties
@@ -734,7 +741,15 @@ class PostgresTx(SharedTx):
             " AND owner <> %(exclude)s AND state <> 'Ended' ORDER BY seq",
             {**params, "exclude": exclude_owner or ""},
         ).fetchall()
-        return [_operation(r) for r in rows]
+        recent = self._recent
+        out = []
+        for r in rows:
+            op = recent.get(r[0], r[4])
+            if op is None:
+                op = _operation(r)
+                recent.put(op)
+            out.append(op)
+        return out
 
     def candidate_versions(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
@@ -996,6 +1011,8 @@ class PostgresStore:
             )
         if queue_writers is None:
             queue_writers = "cockroach" not in conninfo.lower() and "26257" not in conninfo
+        self._turns = Turns()
+        self._recent = RecentOperations()
         self.queue_writers = queue_writers
         """Make write transactions queue on a table lock before their snapshot (PostgreSQL).
 
@@ -1014,6 +1031,14 @@ class PostgresStore:
     def transact(
         self, fn: Callable[[PostgresTx], T], *, write: bool = True, priority: int = 0
     ) -> T:
+        if write and self.queue_writers:
+            # This process's writers line up here (refused parties first), so only the head
+            # of the line waits on the table lock, holding a connection.
+            with self._turns.turn(priority):
+                return self._transact(fn, write=True)
+        return self._transact(fn, write=write)
+
+    def _transact(self, fn: Callable[[PostgresTx], T], *, write: bool) -> T:
         begin = "BEGIN ISOLATION LEVEL SERIALIZABLE" + ("" if write else " READ ONLY")
         unique_violations = 0
         for attempt in range(self.max_attempts):
@@ -1054,7 +1079,7 @@ class PostgresStore:
                 raise _StaleConnection from exc
             raise
         try:
-            result = fn(PostgresTx(conn, self.query_cells))
+            result = fn(PostgresTx(conn, self.query_cells, self._recent))
             conn.execute("COMMIT")
             return result
         except BaseException:
