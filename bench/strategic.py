@@ -1782,16 +1782,8 @@ def run_postgres(
 def bench_http(
     path: Path, world: World, seed: int, args: argparse.Namespace, report: Report
 ) -> None:
-    """TODO(http): drive ``deconfliction serve --workers 2`` once the API exists (see below)."""
-    sec = "5 HTTP, 2 workers"
-    try:
-        import deconfliction.api.app
-        import deconfliction.cli  # noqa: F401
-    except ImportError as exc:
-        report.add(sec, "HTTP API", "not run", note=f"API not importable yet: {exc}")
-        report.data["http"] = {"skipped": str(exc)}
-        return
-    from http_load import run_http  # bench/http_load.py: the load generator
+    """Section 5: ``deconfliction serve --workers 2`` on loopback (bench/http_load.py)."""
+    from http_load import run_http
 
     run_http(path, world, seed, args, report)
 
