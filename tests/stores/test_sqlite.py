@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import Operation, OperationState
 from deconfliction.geo import Circle, Polygon, Volume
+from deconfliction.stores import sqlite as sqlite_store
 from deconfliction.stores.sqlite import SqliteStore
 
 T = 1_800_000_000.0
@@ -143,3 +146,22 @@ def test_group_commit_answers_each_write_alone_and_rolls_back_only_the_refused(
     store.close()
     assert stored == {name for name, ok in outcomes.items() if ok}
     assert len(outcomes) == 200 and 0 < len(stored) < 200
+
+
+FLOATS = st.one_of(
+    st.floats(-1e30, 1e30, allow_nan=False),
+    st.floats(-1e-40, 1e-40, allow_nan=False),  # float32 subnormals and zero
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.1, -0.1, 179.99999999, 86_400.3]),
+)
+
+
+@given(FLOATS)
+def test_index_bounds_round_outward_to_the_nearest_float32(x: float) -> None:
+    down, up = sqlite_store._down(x), sqlite_store._up(x)
+    f = np.float32(x)
+    assert np.float32(down) == down and np.float32(up) == up, "both are float32 values"
+    assert down <= x <= up
+    # Nothing float32 lies strictly between: one step out from each is past x.
+    assert float(np.nextafter(np.float32(down), np.float32(np.inf))) > x or down == x
+    assert float(np.nextafter(np.float32(up), np.float32(-np.inf))) < x or up == x
+    assert down == x == up or float(f) in (down, up)

@@ -17,13 +17,12 @@ import os
 import queue
 import random
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-
-import numpy as np
 
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import (
@@ -225,16 +224,29 @@ _OP_COLUMNS = (
 _SUB_COLUMNS = "rowid, id, owner, version, notification_index, created_at, updated_at"
 
 
+_F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
+
+
+def _step_f32(f: float, up: bool) -> float:
+    """The float32 next to the float32 ``f``, upwards or downwards (through its bit pattern)."""
+    if f == 0.0:
+        return 1e-45 if up else -1e-45  # the smallest subnormal, either side of zero
+    (bits,) = _U32.unpack(_F32.pack(f))
+    bits += 1 if (f > 0.0) == up else -1  # sign and magnitude: away from zero is +1
+    return float(_F32.unpack(_U32.pack(bits))[0])
+
+
 def _down(x: float) -> float:
-    # Compare as float64: numpy 2 would compare float32 with a Python float in float32, where
-    # the rounded value always equals x, and so round to nearest rather than outward.
-    f = np.float32(x)
-    return float(f) if float(f) <= x else float(np.nextafter(f, np.float32(-np.inf)))
+    """The largest float32 not above ``x`` (the R*Tree keeps float32; boxes round outward)."""
+    (f,) = _F32.unpack(_F32.pack(x))  # the nearest float32
+    return f if f <= x else _step_f32(f, up=False)
 
 
 def _up(x: float) -> float:
-    f = np.float32(x)
-    return float(f) if float(f) >= x else float(np.nextafter(f, np.float32(np.inf)))
+    """The smallest float32 not below ``x``."""
+    (f,) = _F32.unpack(_F32.pack(x))
+    return f if f >= x else _step_f32(f, up=True)
 
 
 class _Spatial:
