@@ -34,10 +34,9 @@ class Settings(BaseSettings):
     http_threads: int = 40
     """Threads per process for blocking request handlers (the store is blocking)."""
     sqlite_synchronous: str = "FULL"
-    sqlite_group_commit: bool = False
-    """Commit the writes waiting at one moment together (one sync for many): much higher
-    throughput for spread-out filings, but in a hot spot the batched writers refuse each other
-    in lockstep (see docs/benchmarks.md)."""
+    sqlite_group_commit: bool = True
+    """Commit writes into areas apart that wait at one moment together (one sync for many);
+    a write that finds nobody waiting commits alone, without a hand-over."""
     allow_equal_priority_conflicts: bool = True
     default_lead_time_minutes: float = 15.0
     """Minimum notice lead time between two parties that agreed nothing else."""

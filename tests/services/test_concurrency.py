@@ -15,6 +15,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from deconfliction.core import rules
 from deconfliction.core.errors import MissingKey, Unavailable, VersionMismatch
 from deconfliction.core.model import Operation
@@ -87,8 +89,11 @@ class Party:
             self.write([hot_spot_volume(self.rng)], op)
 
 
-def test_concurrent_filings_into_one_hot_spot_keep_the_key_invariant(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "hot.db", synchronous="OFF")
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
+def test_concurrent_filings_into_one_hot_spot_keep_the_key_invariant(
+    tmp_path: Path, group_commit: bool
+) -> None:
+    store = SqliteStore(tmp_path / "hot.db", synchronous="OFF", group_commit=group_commit)
     try:
         svc = Strategic(store, clock=lambda: NOW)
         parties = [Party(svc, svc.add_party(f"Party {i}").id, seed=i) for i in range(THREADS)]

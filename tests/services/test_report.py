@@ -244,7 +244,9 @@ def test_reads_in_one_read_transaction(store: Store) -> None:
     calls: list[bool] = []
 
     class Spy:
-        def transact(self, fn: Callable[[Tx], T], *, write: bool = True, priority: int = 0) -> T:
+        def transact(
+            self, fn: Callable[[Tx], T], *, write: bool = True, priority: int = 0, touches=()
+        ) -> T:
             calls.append(write)
             return store.transact(fn, write=write)
 

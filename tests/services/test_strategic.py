@@ -677,7 +677,7 @@ class FailingRecordStore:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
 
-    def transact(self, fn, *, write: bool = True, priority: int = 0):
+    def transact(self, fn, *, write: bool = True, priority: int = 0, touches=()):
         def failing(tx):
             class Tx:
                 def __getattr__(self, name):
@@ -786,9 +786,9 @@ def test_a_key_already_stale_on_the_look_is_refused_before_queueing_to_write(
     writes = []
     transact = world.store.transact
 
-    def counting(fn, *, write=True, priority=0):
+    def counting(fn, *, write=True, priority=0, touches=()):
         writes.append(write)
-        return transact(fn, write=write, priority=priority)
+        return transact(fn, write=write, priority=priority, touches=touches)
 
     monkeypatch.setattr(world.store, "transact", counting)
     meanwhile(world, monkeypatch, lambda: None)

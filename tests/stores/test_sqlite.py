@@ -165,3 +165,43 @@ def test_index_bounds_round_outward_to_the_nearest_float32(x: float) -> None:
     assert float(np.nextafter(np.float32(down), np.float32(np.inf))) > x or down == x
     assert float(np.nextafter(np.float32(up), np.float32(-np.inf))) < x or up == x
     assert down == x == up or float(f) in (down, up)
+
+
+def box(lon: float, t: float) -> tuple[float, ...]:
+    """An index box 1 degree wide at ``lon``, one hour from ``t``, any altitude."""
+    return (lon, lon + 1.0, 40.0, 41.0, 0.0, 1_000.0, t, t + 3_600.0)
+
+
+def test_a_group_commit_takes_writes_into_areas_apart_and_defers_the_rest(tmp_path: Path) -> None:
+    from deconfliction.stores.sqlite import _Job
+
+    store = SqliteStore(tmp_path / "batch.db", synchronous="OFF")
+    try:
+        west, east = (
+            _Job(lambda tx: None, 0, [box(0.0, 0.0)]),
+            _Job(lambda tx: None, 0, [box(5, 0)]),
+        )
+        west_later = _Job(lambda tx: None, 0, [box(0.5, 7_200.0)])  # same place, other hours
+        west_too = _Job(lambda tx: None, 0, [box(0.5, 1_800.0)])  # meets west
+        message = _Job(lambda tx: None)  # touches no area: meets nothing
+        batch, deferred = store._choose_batch([], [west, east, west_later, west_too, message])
+        assert {id(j) for j in batch} >= {id(east), id(west_later), id(message)}
+        assert len(deferred) == 1 and deferred[0] in (west, west_too)
+
+        refused = _Job(lambda tx: None, 3, [box(0.2, 0.0)])  # refused three times lately
+        batch, deferred = store._choose_batch(deferred, [refused])
+        assert batch == [refused] and deferred[0] in (west, west_too)
+    finally:
+        store.close()
+
+
+def test_a_write_that_finds_nobody_waiting_commits_in_its_own_thread(tmp_path: Path) -> None:
+    import threading
+
+    store = SqliteStore(tmp_path / "alone.db", synchronous="OFF")
+    try:
+        assert store.group_commit
+        thread = store.transact(lambda tx: threading.current_thread())
+        assert thread is threading.current_thread() and store._writer is None
+    finally:
+        store.close()

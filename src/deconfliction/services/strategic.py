@@ -253,7 +253,9 @@ class Strategic:
         try:
             if look is not None:
                 rules.check_key(filing.state, look.found, filing.key)
-            result = self.store.transact(fn, priority=self._refused.get(party, 0))
+            result = self.store.transact(
+                fn, priority=self._refused.get(party, 0), touches=filing.volumes
+            )
         except Conflict:
             with self._busy_lock:
                 self._refused[party] = self._refused.get(party, 0) + 1

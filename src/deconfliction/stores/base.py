@@ -137,10 +137,19 @@ class Tx(Protocol):
 
 
 class Store(Protocol):
-    def transact(self, fn: Callable[[Tx], T], *, write: bool = True, priority: int = 0) -> T:
+    def transact(
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        write: bool = True,
+        priority: int = 0,
+        touches: Sequence[Volume] = (),
+    ) -> T:
         """Run ``fn`` in one serializable transaction, retrying it on serialization failures.
 
-        ``priority`` is a scheduling hint: among writes waiting together, higher goes first.
+        Two scheduling hints, never needed for correctness: ``priority`` (among writes waiting
+        together, higher goes first) and ``touches``, the volumes the write is about (a store
+        that commits several writes together keeps writes into one area apart).
         """
 
     def bulk_load(self, operations: Iterable[Operation]) -> int:

@@ -1029,7 +1029,12 @@ class PostgresStore:
         return self.transact(lambda tx: _schema_version(tx.conn), write=False)
 
     def transact(
-        self, fn: Callable[[PostgresTx], T], *, write: bool = True, priority: int = 0
+        self,
+        fn: Callable[[PostgresTx], T],
+        *,
+        write: bool = True,
+        priority: int = 0,
+        touches: Sequence[Volume] = (),
     ) -> T:
         if write and self.queue_writers:
             # This process's writers line up here (refused parties first), so only the head

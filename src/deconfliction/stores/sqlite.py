@@ -615,7 +615,7 @@ class SqliteStore:
         busy_timeout_ms: int = 10_000,
         mmap_bytes: int = 1 << 30,
         max_attempts: int = 8,
-        group_commit: bool = False,
+        group_commit: bool = True,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
@@ -630,6 +630,8 @@ class SqliteStore:
         self.max_batch = 64
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._in_flight = 0
+        """Writes under way or waiting (group commit): the first of a quiet moment goes alone."""
         self._turns = Turns()
         self._migrate()
         db = self._connection()
@@ -675,26 +677,45 @@ class SqliteStore:
     def schema_version(self) -> int:
         return int(self._connection().execute("PRAGMA user_version").fetchone()[0])
 
-    def transact(self, fn: Callable[[SqliteTx], T], *, write: bool = True, priority: int = 0) -> T:
+    def transact(
+        self,
+        fn: Callable[[SqliteTx], T],
+        *,
+        write: bool = True,
+        priority: int = 0,
+        touches: Sequence[Volume] = (),
+    ) -> T:
         if not write:
             return self._transact(fn, write=False)
         if threading.current_thread() is self._writer:
             raise RuntimeError("A write transaction cannot start another one.")
         if not self.group_commit:
-            with self._turns.turn(priority):
-                fd = self._writer_fd()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                try:
-                    return self._transact(fn, write=True)
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-        job = _Job(fn, priority)
-        self._start_writer()
-        self._jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[no-any-return]
+            return self._transact_alone(fn, priority)
+        with self._lock:
+            alone = self._in_flight == 0  # nobody to share a commit with: no hand-over
+            self._in_flight += 1
+        try:
+            if alone:
+                return self._transact_alone(fn, priority)
+            job = _Job(fn, priority, self._ops.boxes(touches))
+            self._start_writer()
+            self._jobs.put(job)
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+            return job.result  # type: ignore[no-any-return]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _transact_alone(self, fn: Callable[[SqliteTx], T], priority: int) -> T:
+        with self._turns.turn(priority):
+            fd = self._writer_fd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                return self._transact(fn, write=True)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _start_writer(self) -> None:
         if self._writer is None:
@@ -706,34 +727,27 @@ class SqliteStore:
                     self._writer.start()
 
     def _write_loop(self) -> None:
-        """Group commit: the writes waiting at one moment share one transaction and one sync.
+        """Group commit: writes waiting at one moment share one transaction and one sync.
 
-        Each write runs in its own savepoint, in arrival order, so each sees the ones before it
+        Each write runs in its own savepoint, one after another, so each sees the ones before it
         exactly as if they had committed one by one (serializable), and a refused write (a
         missing key, a stale version) rolls back alone. Every caller is answered only after the
         shared COMMIT is durable.
         """
         fd = self._writer_fd()
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < self.max_batch:
+        deferred: list[_Job] = []
+        stopping = False
+        while deferred or not stopping:
+            arrived: list[_Job | None] = [] if deferred else [self._jobs.get()]
+            while not stopping and (not arrived or arrived[-1] is not None):
                 try:
-                    more = self._jobs.get_nowait()
+                    arrived.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
-            # Arrival order would favour whoever finishes its search first, every time; in a
-            # hot spot where each write conflicts with the others that starves the slow ones.
-            # Shuffle, then let those refused most often lately (the priority hint) go first.
-            random.shuffle(batch)
-            batch.sort(key=lambda j: -j.priority)
+            stopping = stopping or None in arrived
+            batch, deferred = self._choose_batch(deferred, [j for j in arrived if j is not None])
+            if not batch:
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._run_batch(batch)
@@ -743,8 +757,32 @@ class SqliteStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 for done in batch:
                     done.done.set()
-            if stop:
-                return
+
+    def _choose_batch(
+        self, deferred: list[_Job], arrived: list[_Job]
+    ) -> tuple[list[_Job], list[_Job]]:
+        """The writes to commit together now, and those that wait for the next commit.
+
+        Writes into one area would refuse each other in lockstep (each one's key lacks the
+        versions the others are writing), so a batch takes only writes whose areas are apart;
+        the rest go first next time. The party refused most often lately (the priority hint)
+        goes first; among equals, those deferred before, then the new arrivals shuffled (in
+        arrival order whoever finishes its search first would always win).
+        """
+        random.shuffle(arrived)
+        jobs = sorted(deferred + arrived, key=lambda j: -j.priority)
+        batch: list[_Job] = []
+        taken: list[tuple[float, ...]] = []
+        deferred: list[_Job] = []
+        for job in jobs:
+            if len(batch) < self.max_batch and not any(
+                _boxes_meet(a, b) for a in job.boxes for b in taken
+            ):
+                batch.append(job)
+                taken.extend(job.boxes)
+            else:
+                deferred.append(job)
+        return batch, deferred
 
     def _run_batch(self, batch: list[_Job]) -> None:
         db = self._connection()
@@ -925,14 +963,25 @@ class SqliteStore:
 class _Job:
     """One write waiting for the writer thread, and its outcome."""
 
-    __slots__ = ("done", "error", "fn", "priority", "result")
+    __slots__ = ("boxes", "done", "error", "fn", "priority", "result")
 
-    def __init__(self, fn: Callable[[SqliteTx], Any], priority: int = 0) -> None:
+    def __init__(
+        self,
+        fn: Callable[[SqliteTx], Any],
+        priority: int = 0,
+        boxes: Sequence[tuple[float, ...]] = (),
+    ) -> None:
         self.fn = fn
         self.priority = priority
+        self.boxes = boxes
+        """Index boxes of the area the write touches (none: it meets no other write)."""
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+def _boxes_meet(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(a[i] <= b[i + 1] and b[i] <= a[i + 1] for i in (0, 2, 4, 6))
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:
