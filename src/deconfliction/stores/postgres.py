@@ -82,21 +82,27 @@ import functools
 import json
 import math
 import random
+import re
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import numpy as np
 import psycopg
 import s2geometry as s2
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
+from psycopg.adapt import Dumper
+from psycopg.pq import Format, TransactionStatus
 from psycopg_pool import ConnectionPool, NullConnectionPool
 
+from deconfliction.core.audit import AuditEntry
 from deconfliction.core.errors import InvalidInput, Unavailable
 from deconfliction.core.model import (
     Event,
+    Liveness,
     Operation,
     OperationDetails,
     OperationState,
@@ -107,10 +113,13 @@ from deconfliction.core.model import (
 )
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
-from deconfliction.stores.shared import RecentOperations, SharedTx
+from deconfliction.stores.shared import _AUDIT, _LIVENESS, RecentOperations, SharedTx, _audit
 from deconfliction.stores.turns import Turns
 
 T = TypeVar("T")
+
+_Statement = tuple[str, Any]
+"""An SQL statement and its parameters (None: none)."""
 
 # The cell index ----------------------------------------------------------------------------------
 
@@ -216,6 +225,86 @@ def query_probes(
     return exact, merged
 
 
+# Array parameters ------------------------------------------------------------------------------
+
+
+class _PackedArray(bytes):
+    """A one-dimensional array already in PostgreSQL's binary form (see :func:`_pack`).
+
+    The probes and cell rows are arrays of a few dozen to a few thousand numbers; psycopg's
+    generic list dumper packs them one element at a time in Python, which was most of a filing's
+    client time. numpy packs them at once, into the very same bytes.
+    """
+
+    element_oid: int = 0
+    dtype: np.dtype[Any] = np.dtype(np.int8)
+
+
+class _Int2Array(_PackedArray):
+    pass
+
+
+class _Int4Array(_PackedArray):
+    pass
+
+
+class _Int8Array(_PackedArray):
+    pass
+
+
+class _Float8Array(_PackedArray):
+    pass
+
+
+class _PackedDumper(Dumper):
+    format = Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+
+for _cls, _name, _code in (
+    (_Int2Array, "int2", ">i2"),
+    (_Int4Array, "int4", ">i4"),
+    (_Int8Array, "int8", ">i8"),
+    (_Float8Array, "float8", ">f8"),
+):
+    _info = psycopg.postgres.types[_name]
+    _cls.element_oid = _info.oid
+    _cls.dtype = np.dtype([("size", ">i4"), ("value", _code)])
+    # Only these private classes: every other type keeps psycopg's own dumpers.
+    psycopg.adapters.register_dumper(
+        _cls, type(f"{_cls.__name__}Dumper", (_PackedDumper,), {"oid": _info.array_oid})
+    )
+
+_ARRAY_HEADER: Final = struct.Struct(">iiIii")
+"""Dimensions (1), has-nulls flag (0), element type; then the one dimension's length and lower
+bound (1)."""
+_EMPTY_ARRAY_HEADER: Final = struct.Struct(">iiI")
+
+
+def _pack(cls: type[_PackedArray], values: Sequence[Any]) -> _PackedArray:
+    """``values`` as an array parameter of ``cls``'s element type (``%b``), exact."""
+    if not values:
+        return cls(_EMPTY_ARRAY_HEADER.pack(0, 0, cls.element_oid))
+    items = np.empty(len(values), cls.dtype)
+    items["size"] = cls.dtype["value"].itemsize
+    items["value"] = values
+    return cls(_ARRAY_HEADER.pack(1, 0, cls.element_oid, len(values), 1) + items.tobytes())
+
+
+_ROW_ARRAYS: Final = (_Int8Array, _Int2Array, _Float8Array, _Int4Array) + (_Float8Array,) * 3
+"""The element types of a cell row's columns (cell, span, t_start, ord, t_end, alt_lo, alt_hi)."""
+_PROBE_ARRAYS: Final = {
+    **dict.fromkeys(("e_cell", "r_lo", "r_hi"), _Int8Array),
+    **dict.fromkeys(("e_level", "e_span"), _Int2Array),
+    **dict.fromkeys(
+        ("e_from", "e_to", "e_start", "e_lo", "e_hi", "r_to", "r_start", "r_alo", "r_ahi"),
+        _Float8Array,
+    ),
+}
+
+
 @dataclass(frozen=True)
 class _Kind:
     """The shared shape of operations and subscriptions: a table, its cell table, its key."""
@@ -248,23 +337,30 @@ class _Kind:
                 hi.append(v.altitude_upper_m)
         return (cell, span, t0, ord_, t1, lo, hi), usage
 
-    def index(self, conn: psycopg.Connection[Any], key: str, volumes: Sequence[Volume]) -> None:
+    def index(self, key: str, volumes: Sequence[Volume]) -> _Statement | None:
+        """The statement that indexes ``volumes`` under ``key`` (None: no cells)."""
         rows, usage = self.cell_rows_and_usage(volumes)
         if not rows[0]:
-            return
+            return None
         levels, spans = zip(*sorted(usage), strict=True)
-        conn.execute(
+        return (
             "WITH used AS (INSERT INTO cell_usage (kind, level, span) SELECT %s, u.level, u.span "
             "FROM unnest(%b::int2[], %b::int2[]) AS u(level, span) ON CONFLICT DO NOTHING) "
             f"INSERT INTO {self.cells} (cell, span, t_start, {self.key}, ord, t_end, alt_lo, "
             "alt_hi) SELECT q.cell, q.span, q.t_start, %s, q.ord, q.t_end, q.alt_lo, q.alt_hi "
             "FROM unnest(%b::int8[], %b::int2[], %b::float8[], %b::int4[], %b::float8[], "
             "%b::float8[], %b::float8[]) AS q(cell, span, t_start, ord, t_end, alt_lo, alt_hi)",
-            (self.cells, list(levels), list(spans), key, *rows),
+            (
+                self.cells,
+                _pack(_Int2Array, levels),
+                _pack(_Int2Array, spans),
+                key,
+                *(_pack(cls, column) for cls, column in zip(_ROW_ARRAYS, rows, strict=True)),
+            ),
         )
 
-    def unindex(self, conn: psycopg.Connection[Any], key: str) -> None:
-        conn.execute(f"DELETE FROM {self.cells} WHERE {self.key} = %s", (key,))
+    def unindex(self, key: str) -> _Statement:
+        return f"DELETE FROM {self.cells} WHERE {self.key} = %s", (key,)
 
     def candidates_sql(self, with_ranges: bool) -> str:
         """Keys of records with a cell row touching the probes (see the module docstring).
@@ -301,7 +397,7 @@ class _Kind:
         return sql
 
     @staticmethod
-    def probe_params(volumes: Sequence[Volume], budget: int) -> tuple[dict[str, list[Any]], bool]:
+    def probe_params(volumes: Sequence[Volume], budget: int) -> tuple[dict[str, Any], bool]:
         p: dict[str, list[Any]] = {
             name: []
             for name in (
@@ -328,7 +424,7 @@ class _Kind:
                 p["r_start"].append(v.start)
                 p["r_alo"].append(v.altitude_lower_m)
                 p["r_ahi"].append(v.altitude_upper_m)
-        return p, bool(p["r_lo"])
+        return {k: _pack(_PROBE_ARRAYS[k], v) for k, v in p.items()}, bool(p["r_lo"])
 
 
 _OPS = _Kind("operations", "operation_cells", "op_id")
@@ -671,64 +767,162 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
     )
 
 
-class PostgresTx(SharedTx):
-    """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
+_WRITE_VERBS: Final = ("INSERT", "UPDATE", "DELETE")
+_LIVENESS_AND_HEAD: Final = (
+    f"SELECT {', '.join(f'l.{c}' for c in _LIVENESS.split(', '))}, "
+    f"{', '.join(f'h.{c}' for c in _AUDIT.split(', '))} FROM (SELECT 1) AS one "
+    "LEFT JOIN liveness l ON l.party_id = %s "
+    f"LEFT JOIN (SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true"
+)
+"""A party's liveness and the audit head, in one row (NULLs where there is none)."""
+_UNKNOWN: Final[Any] = object()
+"""Not read ahead (unlike None: read, and nothing there)."""
+_SUBSCRIPTION_TABLES: Final = re.compile(r"\bsubscription")
+_LIVENESS_TABLE: Final = re.compile(r"\bliveness\b")
+_AUDIT_TABLE: Final = re.compile(r"\baudit_log\b")
 
-    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(_placeholders(sql), params)
+
+class PostgresTx(SharedTx):
+    """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`.
+
+    Round trips, not the server's work, are most of what a small write costs, so the
+    transaction sends as few as it can (each read is one, whatever else goes with it):
+
+    * Statements whose result nobody waits for (the BEGIN, the table lock, every INSERT, UPDATE
+      and DELETE that returns nothing) are queued and go out with the next read, in one
+      pipeline, or with the COMMIT. A queued statement that fails raises at that read or at the
+      COMMIT, which then never runs: the transaction is rolled back as if it had failed at once.
+    * A write transaction's first search of operations (:meth:`operation_candidates` or
+      :meth:`candidate_versions`) also reads, in the same round trip, what a write of those
+      volumes reads next: the subscriptions they touch, the searching party's liveness and the
+      audit head. One SERIALIZABLE transaction reads one snapshot (plus its own writes), so
+      these answers stay right until the transaction itself writes the table, which forgets
+      them (a write of the audit log knows the new head: its own entry).
+
+    So a filing that conflicts with nothing costs two round trips: BEGIN, lock, search and the
+    reads ahead; then its writes, its audit entry and the COMMIT.
+
+    ``conn`` hands out the connection for statements of one's own: what is queued is sent first,
+    and the reads ahead are not used again in this transaction.
+    """
 
     def __init__(
         self,
         conn: psycopg.Connection[Any],
         query_cells: int = QUERY_MAX_CELLS,
         recent: RecentOperations | None = None,
+        *,
+        begin: Sequence[str] = (),
+        write: bool = False,
     ) -> None:
-        self.conn = conn
+        self._conn = conn
         self._query_cells = query_cells
         self._recent = recent if recent is not None else RecentOperations()
         self._last_event_id = 0
+        self._queued: list[_Statement] = [(sql, None) for sql in begin]
+        self.answered = not begin
+        """Whether the server has answered in this transaction (so its BEGIN went through)."""
+        self._write = write
+        self._look_ahead = write
+        self._subscriptions_ahead: tuple[Sequence[Volume], list[Subscription]] | None = None
+        self._liveness_ahead: dict[str, Liveness | None] = {}
+        self._head_ahead: AuditEntry | None = _UNKNOWN
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        self._send()
+        self._look_ahead = False
+        self._forget(subscriptions=True, liveness=True, audit=True)
+        return self._conn
+
+    # Sending
+    def _queue(self, sql: str, params: Any = None) -> None:
+        self._queued.append((sql, params))
+
+    def _send(self, *reads: _Statement) -> list[psycopg.Cursor[Any]]:
+        """Send what is queued, then ``reads``, in one round trip; the reads' cursors."""
+        statements = [*self._queued, *reads]
+        self._queued.clear()
+        if not statements:
+            return []
+        conn = self._conn
+        if len(statements) == 1:
+            cursors = [conn.execute(*statements[0])]
+        else:
+            cursors = _pipelined(conn, statements)
+        self.answered = True
+        return cursors[len(cursors) - len(reads) :]
+
+    def _read(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        return self._send((sql, params))[0]
+
+    def commit(self) -> None:
+        if self._write and not self.answered:
+            # A write's COMMIT goes out only on a connection that has answered: if it dies
+            # before, the transaction surely did not commit and may run again (see _run).
+            self._send()
+        self._send(("COMMIT", None))
+
+    def _forget(self, *, subscriptions: bool, liveness: bool, audit: bool) -> None:
+        if subscriptions:
+            self._subscriptions_ahead = None
+        if liveness:
+            self._liveness_ahead.clear()
+        if audit:
+            self._head_ahead = _UNKNOWN
+
+    def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        sql = _placeholders(sql)
+        if sql.startswith(_WRITE_VERBS) and "RETURNING" not in sql:
+            self._forget(
+                subscriptions=_SUBSCRIPTION_TABLES.search(sql) is not None,
+                liveness=_LIVENESS_TABLE.search(sql) is not None,
+                audit=_AUDIT_TABLE.search(sql) is not None,
+            )
+            self._queue(sql, params)
+            return None
+        return self._read(sql, params)
 
     # Parties
     def add_party(self, party: Party) -> None:
-        self.conn.execute(
+        self._queue(
             "INSERT INTO parties (id, name, created_at) VALUES (%s, %s, %s)",
             (party.id, party.name, party.created_at),
         )
 
     def get_party(self, party_id: str) -> Party | None:
-        row = self.conn.execute(
+        row = self._read(
             "SELECT id, name, created_at FROM parties WHERE id = %s", (party_id,)
         ).fetchone()
         return Party(*row) if row else None
 
     def list_parties(self) -> list[Party]:
         # Sorted here, by code point like SQLite's BINARY collation, whatever the database's.
-        rows = self.conn.execute("SELECT id, name, created_at FROM parties").fetchall()
+        rows = self._read("SELECT id, name, created_at FROM parties").fetchall()
         return sorted((Party(*r) for r in rows), key=lambda p: p.name)
 
     # Operations
     def get_operation(self, operation_id: str) -> Operation | None:
-        row = self.conn.execute(
+        row = self._read(
             f"SELECT {_OP_COLUMNS} FROM operations WHERE id = %s", (operation_id,)
         ).fetchone()
         return _operation(row) if row else None
 
     def put_operation(self, operation: Operation) -> None:
-        row = _operation_row(operation)
-        inserted = self.conn.execute(
+        # Its index rows dropped and the operation upserted (created_at stays the first
+        # write's), then the live volumes indexed: two statements, and no answer is needed, so
+        # both wait for the next round trip.
+        self._queue(
+            "WITH gone AS (DELETE FROM operation_cells WHERE op_id = %s) "
             f"INSERT INTO operations ({_OP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s) ON CONFLICT (id) DO NOTHING RETURNING id",
-            row,
-        ).fetchone()
-        if inserted is None:  # an existing operation: replace it and its index rows
-            self.conn.execute(
-                "UPDATE operations SET owner = %s, state = %s, priority = %s, version = %s, "
-                "revision = %s, updated_at = %s, details = %s, volumes = %s WHERE id = %s",
-                (*row[1:6], *row[7:], operation.id),
-            )
-            _OPS.unindex(self.conn, operation.id)
-        if operation.live:
-            _OPS.index(self.conn, operation.id, operation.volumes)
+            "%s) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
+            "priority = excluded.priority, version = excluded.version, "
+            "revision = excluded.revision, updated_at = excluded.updated_at, "
+            "details = excluded.details, volumes = excluded.volumes",
+            (operation.id, *_operation_row(operation)),
+        )
+        if operation.live and (index := _OPS.index(operation.id, operation.volumes)):
+            self._queue(*index)
 
     def operation_candidates(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
@@ -736,11 +930,13 @@ class PostgresTx(SharedTx):
         if not volumes:
             return []
         params, with_ranges = _OPS.probe_params(volumes, self._query_cells)
-        rows = self.conn.execute(
+        rows = self._search(
             f"SELECT {_OP_COLUMNS} FROM operations WHERE id IN ({_OPS.candidates_sql(with_ranges)})"
             " AND owner <> %(exclude)s AND state <> 'Ended' ORDER BY seq",
             {**params, "exclude": exclude_owner or ""},
-        ).fetchall()
+            volumes,
+            exclude_owner,
+        )
         recent = self._recent
         out = []
         for r in rows:
@@ -757,18 +953,37 @@ class PostgresTx(SharedTx):
         if not volumes:
             return frozenset()
         params, with_ranges = _OPS.probe_params(volumes, self._query_cells)
-        rows = self.conn.execute(
+        rows = self._search(
             f"SELECT id, version FROM operations WHERE id IN ({_OPS.candidates_sql(with_ranges)})"
             " AND owner <> %(exclude)s AND state <> 'Ended'",
             {**params, "exclude": exclude_owner or ""},
-        ).fetchall()
+            volumes,
+            exclude_owner,
+        )
         return frozenset((r[0], r[1]) for r in rows)
+
+    def _search(
+        self, sql: str, params: Any, volumes: Sequence[Volume], owner: str | None
+    ) -> list[Any]:
+        """Rows of a search of operations; a write's first one also reads ahead (see above)."""
+        if not self._look_ahead:
+            return self._read(sql, params).fetchall()
+        self._look_ahead = False
+        found, subs, more = self._send(
+            (sql, params), self._subscriptions_sql(volumes), (_LIVENESS_AND_HEAD, (owner or "",))
+        )
+        self._subscriptions_ahead = (volumes, [_subscription(r) for r in subs])
+        row = more.fetchone()
+        if owner is not None:
+            self._liveness_ahead[owner] = Liveness(*row[:4]) if row[0] is not None else None
+        self._head_ahead = _audit(row[4:]) if row[4] is not None else None
+        return found.fetchall()
 
     def list_operations(
         self, owner: str, *, include_ended: bool = False, limit: int = 1000
     ) -> list[Operation]:
         state = "" if include_ended else " AND state <> 'Ended'"
-        rows = self.conn.execute(
+        rows = self._read(
             f"SELECT {_OP_COLUMNS} FROM operations WHERE owner = %s{state} ORDER BY seq LIMIT %s",
             (owner, limit),
         ).fetchall()
@@ -776,14 +991,15 @@ class PostgresTx(SharedTx):
 
     # Subscriptions
     def get_subscription(self, subscription_id: str) -> Subscription | None:
-        row = self.conn.execute(
+        row = self._read(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE id = %s", (subscription_id,)
         ).fetchone()
         return _subscription(row) if row else None
 
     def put_subscription(self, subscription: Subscription) -> None:
         s = subscription
-        self.conn.execute(
+        self._forget(subscriptions=True, liveness=False, audit=False)
+        self._queue(
             f"INSERT INTO subscriptions ({_SUB_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
             "notification_index = excluded.notification_index, "
@@ -798,32 +1014,41 @@ class PostgresTx(SharedTx):
                 encode_volumes(s.volumes),
             ),
         )
-        _SUBS.unindex(self.conn, s.id)
-        _SUBS.index(self.conn, s.id, s.volumes)
+        self._queue(*_SUBS.unindex(s.id))
+        if index := _SUBS.index(s.id, s.volumes):
+            self._queue(*index)
 
     def delete_subscription(self, subscription_id: str) -> None:
-        self.conn.execute("DELETE FROM subscriptions WHERE id = %s", (subscription_id,))
-        _SUBS.unindex(self.conn, subscription_id)
+        self._forget(subscriptions=True, liveness=False, audit=False)
+        self._queue("DELETE FROM subscriptions WHERE id = %s", (subscription_id,))
+        self._queue(*_SUBS.unindex(subscription_id))
 
     def subscription_candidates(self, volumes: Sequence[Volume]) -> list[Subscription]:
         if not volumes:
             return []
+        ahead = self._subscriptions_ahead
+        if ahead is not None and _same(ahead[0], volumes):
+            return list(ahead[1])
+        rows = self._read(*self._subscriptions_sql(volumes)).fetchall()
+        return [_subscription(r) for r in rows]
+
+    def _subscriptions_sql(self, volumes: Sequence[Volume]) -> _Statement:
         params, with_ranges = _SUBS.probe_params(volumes, self._query_cells)
-        rows = self.conn.execute(
+        return (
             f"SELECT {_SUB_COLUMNS} FROM subscriptions "
             f"WHERE id IN ({_SUBS.candidates_sql(with_ranges)}) ORDER BY seq",
             params,
-        ).fetchall()
-        return [_subscription(r) for r in rows]
+        )
 
     def list_subscriptions(self, owner: str) -> list[Subscription]:
-        rows = self.conn.execute(
+        rows = self._read(
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE owner = %s ORDER BY seq", (owner,)
         ).fetchall()
         return [_subscription(r) for r in rows]
 
     def bump_subscription(self, subscription_id: str) -> int:
-        row = self.conn.execute(
+        self._forget(subscriptions=True, liveness=False, audit=False)
+        row = self._read(
             "UPDATE subscriptions SET notification_index = notification_index + 1 WHERE id = %s "
             "RETURNING notification_index",
             (subscription_id,),
@@ -832,9 +1057,20 @@ class PostgresTx(SharedTx):
             raise KeyError(f"no subscription {subscription_id}")
         return int(row[0])
 
+    # Liveness and the audit head: answered from the reads ahead where they hold
+    def get_liveness(self, party_id: str) -> Liveness | None:
+        if party_id in self._liveness_ahead:
+            return self._liveness_ahead[party_id]
+        return super().get_liveness(party_id)
+
+    def audit_head(self) -> AuditEntry | None:
+        if self._head_ahead is not _UNKNOWN:
+            return self._head_ahead
+        return super().audit_head()
+
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
-        row = self.conn.execute(
+        row = self._read(
             "WITH counter AS (INSERT INTO event_counters (party_id, last_id) VALUES (%(party)s, "
             "%(floor)s) ON CONFLICT (party_id) DO UPDATE SET last_id = "
             "GREATEST(event_counters.last_id + 1, excluded.last_id) RETURNING last_id) "
@@ -853,7 +1089,7 @@ class PostgresTx(SharedTx):
         return self._last_event_id
 
     def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT id, party_id, kind, time, payload FROM events WHERE party_id = %s AND id > %s "
             "ORDER BY id LIMIT %s",
             (party_id, after, limit),
@@ -866,39 +1102,36 @@ class PostgresTx(SharedTx):
         cursor never skips a report. A sequence would number at insert time instead."""
         if not reports:
             return
-        row = self.conn.execute(
+        row = self._read(
             "INSERT INTO track_counter (id, last_seq) VALUES (1, %s) ON CONFLICT (id) DO UPDATE "
             "SET last_seq = track_counter.last_seq + %s RETURNING last_seq",
             (len(reports), len(reports)),
         ).fetchone()
         assert row is not None
         first = int(row[0]) - len(reports) + 1
-        with self.conn.cursor() as cur:
-            cur.executemany(
+        for i, r in enumerate(reports):
+            self._queue(
                 "INSERT INTO track_reports (seq, received_at, party_id, aircraft_id, time, lat, "
                 "lon, alt, gs, trk, vs, operation_id) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        first + i,
-                        r.received_at,
-                        r.party_id,
-                        r.aircraft_id,
-                        r.time,
-                        r.lat,
-                        r.lon,
-                        r.alt,
-                        r.gs,
-                        r.trk,
-                        r.vs,
-                        r.operation_id,
-                    )
-                    for i, r in enumerate(reports)
-                ],
+                (
+                    first + i,
+                    r.received_at,
+                    r.party_id,
+                    r.aircraft_id,
+                    r.time,
+                    r.lat,
+                    r.lon,
+                    r.alt,
+                    r.gs,
+                    r.trk,
+                    r.vs,
+                    r.operation_id,
+                ),
             )
 
     def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT party_id, aircraft_id, time, lat, lon, alt, gs, trk, vs, operation_id, "
             "received_at, seq FROM track_reports WHERE seq > %s ORDER BY seq LIMIT %s",
             (after, limit),
@@ -906,18 +1139,16 @@ class PostgresTx(SharedTx):
         return [TrackReport(*r) for r in rows]
 
     def prune_track_reports(self, received_before: float) -> int:
-        cur = self.conn.execute(
-            "DELETE FROM track_reports WHERE received_at < %s", (received_before,)
-        )
+        cur = self._read("DELETE FROM track_reports WHERE received_at < %s", (received_before,))
         return int(cur.rowcount)
 
     def get_tactical_lease(self) -> TacticalLease | None:
-        row = self.conn.execute("SELECT owner, until, since FROM tactical_lease WHERE id = 1")
+        row = self._read("SELECT owner, until, since FROM tactical_lease WHERE id = 1")
         found = row.fetchone()
         return TacticalLease(*found) if found else None
 
     def put_tactical_lease(self, lease: TacticalLease) -> None:
-        self.conn.execute(
+        self._queue(
             "INSERT INTO tactical_lease (id, owner, until, since) VALUES (1, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until = excluded.until, "
             "since = excluded.since",
@@ -927,21 +1158,21 @@ class PostgresTx(SharedTx):
     def latest_event_ids(self, party_ids: Sequence[str]) -> dict[str, int]:
         if not party_ids:
             return {}
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT party_id, max(id) FROM events WHERE party_id = ANY(%s) GROUP BY party_id",
             (list(party_ids),),
         )
         return {p: int(i) for p, i in rows}
 
     def latest_event_id(self, party_id: str) -> int:
-        row = self.conn.execute(
+        row = self._read(
             "SELECT coalesce(max(id), 0) FROM events WHERE party_id = %s", (party_id,)
         ).fetchone()
         return int(row[0]) if row else 0
 
     def events_between(self, start: float, end: float, kinds: Sequence[str]) -> list[Event]:
         # Ids are per party, so across parties the order is by time (then party, then id).
-        rows = self.conn.execute(
+        rows = self._read(
             "SELECT id, party_id, kind, time, payload FROM events WHERE time >= %s AND time < %s "
             "AND kind = ANY(%s) ORDER BY time, party_id, id",
             (start, end, list(kinds)),
@@ -955,6 +1186,47 @@ def _placeholders(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+def _same(a: Sequence[Volume], b: Sequence[Volume]) -> bool:
+    """The same volumes, object for object (what a caller passes on, not what compares equal)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _pipelined(
+    conn: psycopg.Connection[Any], statements: Sequence[_Statement]
+) -> list[psycopg.Cursor[Any]]:
+    """Run ``statements`` in one pipeline (one round trip); raises the first one's error.
+
+    psycopg may find a failure while statements are still being queued; the rest of the
+    pipeline is then skipped by the server, and leaving the block syncs it and would report
+    those skips ("pipeline aborted") instead: the statement that failed is the news.
+    """
+    failed: psycopg.Error | None = None
+    cursors = []
+    try:
+        with conn.pipeline():
+            for sql, params in statements:
+                try:
+                    cursors.append(conn.execute(sql, params))
+                except psycopg.Error as exc:  # this one or an earlier one failed
+                    failed = exc
+                    break
+    except psycopg.Error as exc:
+        raise (failed or _first_error(exc)) from None
+    if failed is not None:
+        raise failed
+    return cursors
+
+
+def _first_error(exc: BaseException) -> BaseException:
+    """The error behind a pipeline's "aborted": the statement that failed, not one skipped."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, psycopg.Error) and not isinstance(seen, pg_errors.PipelineAborted):
+            return seen
+        seen = seen.__context__
+    return exc
+
+
 # The store ---------------------------------------------------------------------------------------
 
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
@@ -966,7 +1238,7 @@ _UNIQUE_RETRIES: Final = 2
 
 
 class _StaleConnection(Exception):
-    """A pooled connection that died while idle: nothing ran on it yet, so take another."""
+    """A pooled connection that died while idle: nothing took effect on it, so take another."""
 
 
 class PostgresStore:
@@ -1074,19 +1346,24 @@ class PostgresStore:
         raise Unavailable("The database is busy; retry shortly.")
 
     def _run(self, conn: psycopg.Connection[Any], begin: str, fn: Callable[[PostgresTx], T]) -> T:
+        write = "READ ONLY" not in begin
+        statements = [begin]
+        if write and self.queue_writers:
+            # Taken before the first query, so the snapshot comes after the wait.
+            statements.append("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+        # Both go out with the transaction's first read (see PostgresTx).
+        tx = PostgresTx(conn, self.query_cells, self._recent, begin=statements, write=write)
         try:
-            conn.execute(begin)
-            if self.queue_writers and "READ ONLY" not in begin:
-                # Taken before the first query, so the snapshot comes after the wait.
-                conn.execute("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-        except psycopg.OperationalError as exc:
-            if conn.broken:
-                raise _StaleConnection from exc
-            raise
-        try:
-            result = fn(PostgresTx(conn, self.query_cells, self._recent))
-            conn.execute("COMMIT")
+            result = fn(tx)
+            tx.commit()
             return result
+        except psycopg.OperationalError as exc:
+            if conn.broken and not tx.answered:
+                # Died before its first answer, so before any COMMIT: a pooled connection that
+                # died while idle. Nothing took effect; run again on another.
+                raise _StaleConnection from exc
+            _rollback_quietly(conn)
+            raise
         except BaseException:
             _rollback_quietly(conn)
             raise
