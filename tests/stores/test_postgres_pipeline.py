@@ -1,0 +1,156 @@
+"""How few round trips a PostgreSQL transaction takes, and that sending late loses nothing:
+a failed statement raises its own error (retried, refused or reported as before), a connection
+that died while idle is replaced, and the array parameters reach the server bit for bit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+
+from deconfliction.core.model import Party
+from deconfliction.geo import Circle, Volume
+from tests.pg import Schemas
+
+pytestmark = pytest.mark.postgres
+
+T = 1_800_000_000.0
+
+
+@pytest.fixture
+def url(pg_schemas: Schemas) -> str:
+    return pg_schemas.new()
+
+
+@pytest.fixture
+def pg(url: str) -> Iterator[object]:
+    from deconfliction.stores.postgres import PostgresStore
+
+    store = PostgresStore(url, pool_size=1)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per round trip a transaction takes: how many statements went in it."""
+    from deconfliction.stores import postgres
+
+    sent: list[int] = []
+    send = postgres.PostgresTx._send
+
+    def counting(self, *reads):
+        statements = len(self._queued) + len(reads)
+        if statements:
+            sent.append(statements)
+        return send(self, *reads)
+
+    monkeypatch.setattr(postgres.PostgresTx, "_send", counting)
+    return sent
+
+
+def volume(lat: float, lon: float) -> list[Volume]:
+    start = T + 3600
+    return [Volume.create(Circle.create(lat, lon, 300.0), 0.0, 60.0, start, start + 600)]
+
+
+def test_a_filing_takes_two_round_trips(pg, round_trips: list[int]) -> None:
+    from deconfliction.services.strategic import Filing, Strategic
+
+    svc = Strategic(pg, clock=lambda: T)
+    party = svc.add_party("alpha").id
+    svc.subscribe(party, volume(45.0, 7.0))
+    round_trips.clear()
+    svc.file_operation(party, Filing(volume(45.0, 7.0), key=[]))
+    # BEGIN, the lock, the search and its reads ahead; the writes, the audit entry and COMMIT.
+    assert len(round_trips) == 2, round_trips
+    round_trips.clear()
+    svc.file_operation(party, Filing(volume(10.0, 10.0), key=[]))
+    assert len(round_trips) == 2, round_trips
+    round_trips.clear()
+    assert svc.conflicts_for(party, volume(45.0, 7.0)) == []
+    assert len(round_trips) == 2, round_trips  # BEGIN and the search; COMMIT
+
+
+def test_a_failed_statement_sent_late_raises_its_own_error(pg, url: str) -> None:
+    import psycopg
+    from psycopg import errors
+
+    from deconfliction.stores.postgres import _pipelined
+
+    pg.transact(lambda tx: tx.add_party(Party("p1", "one", T)))
+    calls: list[int] = []
+
+    def write(tx) -> None:
+        calls.append(1)
+        tx.add_party(Party("p1", "again", T))  # queued: fails at the next read
+        tx.list_parties()
+
+    # A unique violation is run again twice (a race may resolve), then raised as it is.
+    with pytest.raises(errors.UniqueViolation):
+        pg.transact(write)
+    assert len(calls) == 3
+    # And on a bare connection, statements after the failed one do not hide it.
+    with psycopg.connect(url, autocommit=True) as conn:
+        statements = [
+            ("BEGIN", None),
+            ("SELECT 1", None),
+            ("INSERT INTO parties (id, name, created_at) VALUES (%s, %s, %s)", ("p1", "x", T)),
+            ("SELECT 2", None),
+            ("COMMIT", None),
+        ]
+        with pytest.raises(errors.UniqueViolation):
+            _pipelined(conn, statements)
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM parties").fetchone() == (1,)
+
+
+def test_a_connection_that_died_while_idle_is_replaced(pg, url: str) -> None:
+    import psycopg
+
+    def backend(tx) -> int:
+        return tx.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def kill() -> None:
+        pid = pg.transact(backend, write=False)
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    kill()  # a write that reads first
+    pg.transact(lambda tx: (tx.list_parties(), tx.add_party(Party("p1", "one", T))))
+    kill()  # a write that only writes
+    pg.transact(lambda tx: tx.add_party(Party("p2", "two", T)))
+    kill()  # a read
+    parties = pg.transact(lambda tx: tx.list_parties(), write=False)
+    assert [p.id for p in parties] == ["p1", "p2"]
+
+
+def test_array_parameters_reach_the_server_exactly(url: str) -> None:
+    import psycopg
+
+    from deconfliction.stores.postgres import (
+        _Float8Array,
+        _Int2Array,
+        _Int4Array,
+        _Int8Array,
+        _pack,
+    )
+
+    big = [-(2**63), 2**63 - 1, 0, -5, 3_458_764_513_820_540_928]
+    floats = [-math.inf, math.inf, 0.1, -0.0, 5e-324, 1.7976931348623157e308, T + 1e-6]
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT %b::int8[], %b::int2[], %b::int4[], %b::float8[], %b::float8[]",
+            (
+                _pack(_Int8Array, big),
+                _pack(_Int2Array, [1, -2, 32767]),
+                _pack(_Int4Array, [7, -(2**31)]),
+                _pack(_Float8Array, floats),
+                _pack(_Float8Array, []),
+            ),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == big and row[1] == [1, -2, 32767] and row[2] == [7, -(2**31)]
+    assert [float(x).hex() for x in row[3]] == [x.hex() for x in floats]
+    assert row[4] == []
