@@ -58,6 +58,15 @@ row, one waits or retries, and the later commit always gets the larger id. Withi
 ids also increase across parties (each new id is above every id the transaction handed out
 before), as the store contract asks; ids are unique per party, not globally.
 
+Round trips
+-----------
+
+A transaction waits for the server only where it needs an answer (a read): statements without
+one are queued and sent with the next read or the COMMIT, in one pipeline, and BEGIN and the
+writers' table lock go out with the first read. A filing that conflicts with nothing takes two
+round trips (see :class:`PostgresTx`). Array parameters (probes, cell rows) are packed by numpy
+into PostgreSQL's binary array form.
+
 Migrations
 ----------
 
@@ -120,6 +129,40 @@ T = TypeVar("T")
 
 _Statement = tuple[str, Any]
 """An SQL statement and its parameters (None: none)."""
+
+
+@dataclass
+class _Combined:
+    """Data-modifying statements sent as one: all but the last become CTEs of the last.
+
+    A CTE that modifies data runs once and to completion whether it is read or not, but all the
+    parts see one snapshot and none sees another's changes: so only statements on distinct
+    tables that read no table another part writes may be combined (see :meth:`join`).
+    """
+
+    parts: list[tuple[str, str, Sequence[Any]]]
+    """(CTE name, SQL, parameters) of each part; the last one is the main statement."""
+    tables: set[str]
+    """Every table a part reads or writes."""
+
+    def join(self, name: str, sql: str, params: Sequence[Any], tables: set[str]) -> bool:
+        """Add a statement that only writes ``tables`` from its own parameters, if they are
+        none of this statement's tables."""
+        if tables & self.tables:
+            return False
+        self.parts.insert(-1, (name, sql, params))
+        self.tables |= tables
+        return True
+
+    def statement(self) -> _Statement:
+        *ctes, (_, sql, params) = self.parts
+        if not ctes:
+            return sql, params
+        return (
+            "WITH " + ", ".join(f"{name} AS ({cte})" for name, cte, _ in ctes) + " " + sql,
+            [*(p for _, _, cte_params in ctes for p in cte_params), *params],
+        )
+
 
 # The cell index ----------------------------------------------------------------------------------
 
@@ -337,26 +380,31 @@ class _Kind:
                 hi.append(v.altitude_upper_m)
         return (cell, span, t0, ord_, t1, lo, hi), usage
 
-    def index(self, key: str, volumes: Sequence[Volume]) -> _Statement | None:
+    def index(self, key: str, volumes: Sequence[Volume]) -> _Combined | None:
         """The statement that indexes ``volumes`` under ``key`` (None: no cells)."""
         rows, usage = self.cell_rows_and_usage(volumes)
         if not rows[0]:
             return None
         levels, spans = zip(*sorted(usage), strict=True)
-        return (
-            "WITH used AS (INSERT INTO cell_usage (kind, level, span) SELECT %s, u.level, u.span "
-            "FROM unnest(%b::int2[], %b::int2[]) AS u(level, span) ON CONFLICT DO NOTHING) "
-            f"INSERT INTO {self.cells} (cell, span, t_start, {self.key}, ord, t_end, alt_lo, "
-            "alt_hi) SELECT q.cell, q.span, q.t_start, %s, q.ord, q.t_end, q.alt_lo, q.alt_hi "
-            "FROM unnest(%b::int8[], %b::int2[], %b::float8[], %b::int4[], %b::float8[], "
-            "%b::float8[], %b::float8[]) AS q(cell, span, t_start, ord, t_end, alt_lo, alt_hi)",
-            (
-                self.cells,
-                _pack(_Int2Array, levels),
-                _pack(_Int2Array, spans),
-                key,
-                *(_pack(cls, column) for cls, column in zip(_ROW_ARRAYS, rows, strict=True)),
-            ),
+        return _Combined(
+            [
+                (
+                    "used",
+                    "INSERT INTO cell_usage (kind, level, span) SELECT %s, u.level, u.span "
+                    "FROM unnest(%b::int2[], %b::int2[]) AS u(level, span) ON CONFLICT DO NOTHING",
+                    (self.cells, _pack(_Int2Array, levels), _pack(_Int2Array, spans)),
+                ),
+                (
+                    "",
+                    f"INSERT INTO {self.cells} (cell, span, t_start, {self.key}, ord, t_end, "
+                    "alt_lo, alt_hi) SELECT q.cell, q.span, q.t_start, %s, q.ord, q.t_end, "
+                    "q.alt_lo, q.alt_hi FROM unnest(%b::int8[], %b::int2[], %b::float8[], "
+                    "%b::int4[], %b::float8[], %b::float8[], %b::float8[]) "
+                    "AS q(cell, span, t_start, ord, t_end, alt_lo, alt_hi)",
+                    (key, *(_pack(c, column) for c, column in zip(_ROW_ARRAYS, rows, strict=True))),
+                ),
+            ],
+            {"cell_usage", self.cells},
         )
 
     def unindex(self, key: str) -> _Statement:
@@ -424,7 +472,11 @@ class _Kind:
                 p["r_start"].append(v.start)
                 p["r_alo"].append(v.altitude_lower_m)
                 p["r_ahi"].append(v.altitude_upper_m)
-        return {k: _pack(_PROBE_ARRAYS[k], v) for k, v in p.items()}, bool(p["r_lo"])
+        with_ranges = bool(p["r_lo"])
+        # Only what the statement names: without ranges, the r_ arrays are not in it.
+        return {
+            k: _pack(_PROBE_ARRAYS[k], v) for k, v in p.items() if with_ranges or k[0] == "e"
+        }, with_ranges
 
 
 _OPS = _Kind("operations", "operation_cells", "op_id")
@@ -768,13 +820,26 @@ def _operation_row(op: Operation) -> tuple[Any, ...]:
 
 
 _WRITE_VERBS: Final = ("INSERT", "UPDATE", "DELETE")
-_LIVENESS_AND_HEAD: Final = (
-    f"SELECT {', '.join(f'l.{c}' for c in _LIVENESS.split(', '))}, "
-    f"{', '.join(f'h.{c}' for c in _AUDIT.split(', '))} FROM (SELECT 1) AS one "
-    "LEFT JOIN liveness l ON l.party_id = %s "
-    f"LEFT JOIN (SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true"
-)
-"""A party's liveness and the audit head, in one row (NULLs where there is none)."""
+
+
+def _columns(prefix: str, columns: str) -> str:
+    return ", ".join(f"{prefix}.{c}" for c in columns.split(", "))
+
+
+def _ahead_sql(with_ranges: bool) -> str:
+    """A write's reads ahead in one statement: the subscriptions whose cells touch the probes,
+    one row each in ``seq`` order, every row also holding the party's liveness and the audit
+    head (NULLs where there is none; one row of them alone when no subscription is touched)."""
+    return (
+        f"SELECT {_columns('l', _LIVENESS)}, {_columns('h', _AUDIT)}, {_columns('s', _SUB_COLUMNS)} "
+        "FROM (SELECT 1) AS one LEFT JOIN liveness l ON l.party_id = %(party)s "
+        f"LEFT JOIN (SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true "
+        f"LEFT JOIN (SELECT seq, {_SUB_COLUMNS} FROM subscriptions "
+        f"WHERE id IN ({_SUBS.candidates_sql(with_ranges)})) s ON true ORDER BY s.seq"
+    )
+
+
+_AUDIT_INSERT: Final = f"INSERT INTO audit_log ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 _UNKNOWN: Final[Any] = object()
 """Not read ahead (unlike None: read, and nothing there)."""
 _SUBSCRIPTION_TABLES: Final = re.compile(r"\bsubscription")
@@ -785,22 +850,27 @@ _AUDIT_TABLE: Final = re.compile(r"\baudit_log\b")
 class PostgresTx(SharedTx):
     """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`.
 
-    Round trips, not the server's work, are most of what a small write costs, so the
-    transaction sends as few as it can (each read is one, whatever else goes with it):
+    A small write costs little work on either side: what it mostly costs is round trips and,
+    per statement, a fixed toll on the client (psycopg) and the server. So the transaction sends
+    as few of both as it can:
 
     * Statements whose result nobody waits for (the BEGIN, the table lock, every INSERT, UPDATE
       and DELETE that returns nothing) are queued and go out with the next read, in one
       pipeline, or with the COMMIT. A queued statement that fails raises at that read or at the
       COMMIT, which then never runs: the transaction is rolled back as if it had failed at once.
+    * Writes on distinct tables become one statement where they follow each other (an
+      operation's row, its index rows, then the audit entry that records it: see
+      :class:`_Combined`).
     * A write transaction's first search of operations (:meth:`operation_candidates` or
-      :meth:`candidate_versions`) also reads, in the same round trip, what a write of those
-      volumes reads next: the subscriptions they touch, the searching party's liveness and the
-      audit head. One SERIALIZABLE transaction reads one snapshot (plus its own writes), so
-      these answers stay right until the transaction itself writes the table, which forgets
-      them (a write of the audit log knows the new head: its own entry).
+      :meth:`candidate_versions`) also reads, in the same round trip and one more statement,
+      what a write of those volumes reads next: the subscriptions they touch, the searching
+      party's liveness and the audit head. One SERIALIZABLE transaction reads one snapshot
+      (plus its own writes), so these answers stay right until the transaction itself writes
+      the table, which forgets them.
 
-    So a filing that conflicts with nothing costs two round trips: BEGIN, lock, search and the
-    reads ahead; then its writes, its audit entry and the COMMIT.
+    So a filing that conflicts with nothing costs two round trips and seven statements: BEGIN,
+    lock, search and the reads ahead; the operation, its index rows with its audit entry, and
+    the COMMIT (it was ten of each).
 
     ``conn`` hands out the connection for statements of one's own: what is queued is sent first,
     and the reads ahead are not used again in this transaction.
@@ -819,7 +889,7 @@ class PostgresTx(SharedTx):
         self._query_cells = query_cells
         self._recent = recent if recent is not None else RecentOperations()
         self._last_event_id = 0
-        self._queued: list[_Statement] = [(sql, None) for sql in begin]
+        self._queued: list[_Statement | _Combined] = [(sql, None) for sql in begin]
         self.answered = not begin
         """Whether the server has answered in this transaction (so its BEGIN went through)."""
         self._write = write
@@ -841,7 +911,10 @@ class PostgresTx(SharedTx):
 
     def _send(self, *reads: _Statement) -> list[psycopg.Cursor[Any]]:
         """Send what is queued, then ``reads``, in one round trip; the reads' cursors."""
-        statements = [*self._queued, *reads]
+        statements = [
+            *(q.statement() if isinstance(q, _Combined) else q for q in self._queued),
+            *reads,
+        ]
         self._queued.clear()
         if not statements:
             return []
@@ -912,17 +985,26 @@ class PostgresTx(SharedTx):
         # Its index rows dropped and the operation upserted (created_at stays the first
         # write's), then the live volumes indexed: two statements, and no answer is needed, so
         # both wait for the next round trip.
-        self._queue(
-            "WITH gone AS (DELETE FROM operation_cells WHERE op_id = %s) "
-            f"INSERT INTO operations ({_OP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
-            "priority = excluded.priority, version = excluded.version, "
-            "revision = excluded.revision, updated_at = excluded.updated_at, "
-            "details = excluded.details, volumes = excluded.volumes",
-            (operation.id, *_operation_row(operation)),
+        self._queued.append(
+            _Combined(
+                [
+                    ("gone", "DELETE FROM operation_cells WHERE op_id = %s", (operation.id,)),
+                    (
+                        "",
+                        f"INSERT INTO operations ({_OP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, "
+                        "%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, "
+                        "state = excluded.state, priority = excluded.priority, "
+                        "version = excluded.version, revision = excluded.revision, "
+                        "updated_at = excluded.updated_at, details = excluded.details, "
+                        "volumes = excluded.volumes",
+                        _operation_row(operation),
+                    ),
+                ],
+                {"operations", "operation_cells"},
+            )
         )
         if operation.live and (index := _OPS.index(operation.id, operation.volumes)):
-            self._queue(*index)
+            self._queued.append(index)
 
     def operation_candidates(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
@@ -936,6 +1018,7 @@ class PostgresTx(SharedTx):
             {**params, "exclude": exclude_owner or ""},
             volumes,
             exclude_owner,
+            (params, with_ranges),
         )
         recent = self._recent
         out = []
@@ -959,24 +1042,35 @@ class PostgresTx(SharedTx):
             {**params, "exclude": exclude_owner or ""},
             volumes,
             exclude_owner,
+            (params, with_ranges),
         )
         return frozenset((r[0], r[1]) for r in rows)
 
     def _search(
-        self, sql: str, params: Any, volumes: Sequence[Volume], owner: str | None
+        self,
+        sql: str,
+        params: Any,
+        volumes: Sequence[Volume],
+        owner: str | None,
+        probes: tuple[dict[str, Any], bool],
     ) -> list[Any]:
-        """Rows of a search of operations; a write's first one also reads ahead (see above)."""
+        """Rows of a search of operations; a write's first one also reads ahead (see above).
+
+        ``probes`` are the search's probe parameters: the subscriptions' cells are probed alike.
+        """
         if not self._look_ahead:
             return self._read(sql, params).fetchall()
         self._look_ahead = False
-        found, subs, more = self._send(
-            (sql, params), self._subscriptions_sql(volumes), (_LIVENESS_AND_HEAD, (owner or "",))
+        found, ahead = self._send(
+            (sql, params), (_ahead_sql(probes[1]), {**probes[0], "party": owner or ""})
         )
-        self._subscriptions_ahead = (volumes, [_subscription(r) for r in subs])
-        row = more.fetchone()
+        rows = ahead.fetchall()
+        first = rows[0]
         if owner is not None:
-            self._liveness_ahead[owner] = Liveness(*row[:4]) if row[0] is not None else None
-        self._head_ahead = _audit(row[4:]) if row[4] is not None else None
+            self._liveness_ahead[owner] = Liveness(*first[:4]) if first[0] is not None else None
+        self._head_ahead = _audit(first[4:12]) if first[4] is not None else None
+        subscriptions = [_subscription(r[12:]) for r in rows if r[12] is not None]
+        self._subscriptions_ahead = (tuple(volumes), subscriptions)
         return found.fetchall()
 
     def list_operations(
@@ -1016,7 +1110,7 @@ class PostgresTx(SharedTx):
         )
         self._queue(*_SUBS.unindex(s.id))
         if index := _SUBS.index(s.id, s.volumes):
-            self._queue(*index)
+            self._queued.append(index)
 
     def delete_subscription(self, subscription_id: str) -> None:
         self._forget(subscriptions=True, liveness=False, audit=False)
@@ -1067,6 +1161,25 @@ class PostgresTx(SharedTx):
         if self._head_ahead is not _UNKNOWN:
             return self._head_ahead
         return super().audit_head()
+
+    def audit_append(self, entry: AuditEntry) -> None:
+        e = entry
+        params = (
+            e.seq,
+            e.time,
+            e.actor,
+            e.action,
+            e.subject,
+            json.dumps(e.payload, separators=(",", ":")),
+            e.prev,
+            e.digest,
+        )
+        last = self._queued[-1] if self._queued else None
+        # Usually right after the write it records: one statement for both.
+        if isinstance(last, _Combined) and last.join("audit", _AUDIT_INSERT, params, {"audit_log"}):
+            self._forget(subscriptions=False, liveness=False, audit=True)
+        else:
+            self._x(_AUDIT_INSERT, params)
 
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
