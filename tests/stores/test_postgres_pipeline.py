@@ -102,7 +102,7 @@ def test_a_failed_statement_sent_late_raises_its_own_error(pg, url: str) -> None
             ("COMMIT", None),
         ]
         with pytest.raises(errors.UniqueViolation):
-            _pipelined(conn, statements)
+            _pipelined(conn, statements, 0)
         conn.execute("ROLLBACK")
         assert conn.execute("SELECT count(*) FROM parties").fetchone() == (1,)
 

@@ -922,7 +922,7 @@ class PostgresTx(SharedTx):
         if len(statements) == 1:
             cursors = [conn.execute(*statements[0])]
         else:
-            cursors = _pipelined(conn, statements)
+            cursors = _pipelined(conn, statements, len(reads))
         self.answered = True
         return cursors[len(cursors) - len(reads) :]
 
@@ -1305,9 +1305,11 @@ def _same(a: Sequence[Volume], b: Sequence[Volume]) -> bool:
 
 
 def _pipelined(
-    conn: psycopg.Connection[Any], statements: Sequence[_Statement]
+    conn: psycopg.Connection[Any], statements: Sequence[_Statement], reads: int
 ) -> list[psycopg.Cursor[Any]]:
     """Run ``statements`` in one pipeline (one round trip); raises the first one's error.
+
+    The last ``reads`` get a cursor each; the others, whose results are not read, share one.
 
     psycopg may find a failure while statements are still being queued; the rest of the
     pipeline is then skipped by the server, and leaving the block syncs it and would report
@@ -1315,11 +1317,14 @@ def _pipelined(
     """
     failed: psycopg.Error | None = None
     cursors = []
+    shared = conn.cursor()
+    first_read = len(statements) - reads
     try:
         with conn.pipeline():
-            for sql, params in statements:
+            for i, (sql, params) in enumerate(statements):
+                cursor = conn.cursor() if i >= first_read else shared
                 try:
-                    cursors.append(conn.execute(sql, params))
+                    cursors.append(cursor.execute(sql, params))
                 except psycopg.Error as exc:  # this one or an earlier one failed
                     failed = exc
                     break
