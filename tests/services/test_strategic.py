@@ -799,3 +799,17 @@ def test_a_key_already_stale_on_the_look_is_refused_before_queueing_to_write(
     assert {m[0] for m in missing_of(refused)} == {first.id}
     assert True not in writes
     assert world.svc._refused[world.b] == 1  # and the party goes first next time
+
+
+def test_an_update_under_load_is_judged_on_the_operation_before_the_key(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether others are writing (and the service looks ahead) never changes which refusal a
+    request gets: a missing or foreign operation is 404 or 403, not a stale key."""
+    theirs = world.file(world.a)
+    meanwhile(world, monkeypatch, lambda: None)
+    with pytest.raises(NotFound):
+        world.svc.update_operation(world.b, "no-such-operation", "v", Filing([vol()], key=[]))
+    meanwhile(world, monkeypatch, lambda: None)
+    with pytest.raises(Forbidden):
+        world.svc.update_operation(world.b, theirs.id, theirs.version, Filing([vol()], key=[]))

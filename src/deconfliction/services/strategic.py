@@ -151,7 +151,9 @@ class Strategic:
             return self._write(tx, op, None, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(party, write, look, filing)
+        # A fresh id has nothing else to check first; a chosen one may already exist (409).
+        stale = look if operation_id is None else None
+        return self._transact_write(party, write, filing, refuse_stale=stale)
 
     def update_operation(
         self, party: str, operation_id: str, version: str, filing: Filing
@@ -176,7 +178,9 @@ class Strategic:
             return self._write(tx, op, old, filing.key, now, look)
 
         look = self._look(party, filing.volumes)
-        return self._transact_write(party, write, look, filing)
+        # No early refusal: whether the operation exists, is yours and is at this version is
+        # decided first, inside the write, whatever the load.
+        return self._transact_write(party, write, filing)
 
     def end_operation(self, party: str, operation_id: str, version: str) -> Operation:
         """Move an operation to Ended: kept for the record, no longer matched."""
@@ -238,11 +242,17 @@ class Strategic:
         return op
 
     def _transact_write(
-        self, party: str, fn: Callable[[Tx], Filed], look: _Look | None, filing: Filing
+        self,
+        party: str,
+        fn: Callable[[Tx], Filed],
+        filing: Filing,
+        *,
+        refuse_stale: _Look | None = None,
     ) -> Filed:
         """Run a filing's write; a party refused for a conflict goes first next time.
 
-        A key already stale on the look's snapshot is refused before the write queues. Writers
+        A key already stale on the snapshot of ``refuse_stale`` (a look) is refused before the
+        write queues: the answer the write would give, at no cost to the others. Writers
         queue in priority order: in a hot spot every write makes the keys of the others waiting
         stale, so whoever was just refused (and has just learnt what it missed) should go next,
         or it meets yet another new conflict and is refused again, and again. Counting a
@@ -251,8 +261,8 @@ class Strategic:
         with self._busy_lock:
             self._busy += 1
         try:
-            if look is not None:
-                rules.check_key(filing.state, look.found, filing.key)
+            if refuse_stale is not None:
+                rules.check_key(filing.state, refuse_stale.found, filing.key)
             result = self.store.transact(
                 fn, priority=self._refused.get(party, 0), touches=filing.volumes
             )
