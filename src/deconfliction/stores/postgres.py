@@ -946,14 +946,16 @@ class PostgresTx(SharedTx):
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         sql = _placeholders(sql)
-        if sql.startswith(_WRITE_VERBS) and "RETURNING" not in sql:
+        if sql.startswith(_WRITE_VERBS) or sql.startswith("WITH"):
+            # Any write (a CTE may hide one) forgets what was read ahead from its tables.
             self._forget(
                 subscriptions=_SUBSCRIPTION_TABLES.search(sql) is not None,
                 liveness=_LIVENESS_TABLE.search(sql) is not None,
                 audit=_AUDIT_TABLE.search(sql) is not None,
             )
-            self._queue(sql, params)
-            return None
+            if sql.startswith(_WRITE_VERBS) and "RETURNING" not in sql:
+                self._queue(sql, params)
+                return None
         return self._read(sql, params)
 
     # Parties
