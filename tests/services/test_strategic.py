@@ -813,3 +813,31 @@ def test_an_update_under_load_is_judged_on_the_operation_before_the_key(
     meanwhile(world, monkeypatch, lambda: None)
     with pytest.raises(Forbidden):
         world.svc.update_operation(world.b, theirs.id, theirs.version, Filing([vol()], key=[]))
+
+
+def test_a_retry_after_a_refusal_still_sees_what_was_filed_since(world: World) -> None:
+    """A refused write remembers what it saw for its party's retry, which then re-checks only
+    what changed: an operation filed in between is still caught, and listed alone."""
+    first = world.file(world.a)
+    with pytest.raises(MissingKey):
+        world.file(world.b, key=[])
+    assert world.b in world.svc._learnt
+    second = world.file_aware(world.c)
+
+    with pytest.raises(MissingKey) as refused:
+        world.file(world.b, key=[first.version])
+
+    assert {m[0] for m in missing_of(refused)} == {second.id}
+    filed = world.svc.file_operation(world.b, Filing([vol()], key=[first.version, second.version]))
+    assert {f.operation.id for f in filed.conflicts} == {first.id, second.id}
+    assert world.b not in world.svc._learnt and world.b not in world.svc._refused
+
+
+def test_what_a_refused_write_saw_serves_only_a_retry_of_the_same_volumes(world: World) -> None:
+    world.file(world.a)
+    with pytest.raises(MissingKey):
+        world.file(world.b, key=[])
+    elsewhere = vol(east_m=FAR)
+    filed = world.svc.file_operation(world.b, Filing([elsewhere], key=[]))
+    assert filed.conflicts == []
+    assert world.b not in world.svc._learnt

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deconfliction.core import hotline, rules
-from deconfliction.core.errors import Conflict, Forbidden, InvalidInput, NotFound, VersionMismatch
+from deconfliction.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MissingKey,
+    NotFound,
+    VersionMismatch,
+)
 from deconfliction.core.model import (
     Event,
     Notice,
@@ -82,6 +89,11 @@ class Strategic:
     """Writes of this process under way: a hint for when searching ahead pays (see _look)."""
     _busy_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _refused: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _learnt: dict[str, tuple[tuple[Any, ...], _Look]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Per party refused for a stale key: what its write saw (for which volumes), so that its
+    retry with the same volumes re-checks only what changed since, like after a look."""
 
     # Parties ---------------------------------------------------------------------------------
     def add_party(self, name: str) -> Party:
@@ -275,6 +287,7 @@ class Strategic:
                 self._busy -= 1
         with self._busy_lock:
             self._refused.pop(party, None)
+            self._learnt.pop(party, None)
         return result
 
     def _look(self, party: str, volumes: Sequence[Volume]) -> _Look | None:
@@ -286,9 +299,13 @@ class Strategic:
         other write of this process is under way there is no critical section to shorten, and
         the search simply happens inside the write (None). Nor after a refusal: the party has
         just been told what it missed and goes first (see _transact_write), and the time spent
-        looking would only let others change the area again before it gets there.
+        looking would only let others change the area again before it gets there; what the
+        refused write saw serves as the look instead, when the retry asks for the same volumes.
         """
-        if not self._busy or party in self._refused:
+        if party in self._refused:
+            learnt = self._learnt.pop(party, None)
+            return learnt[1] if learnt is not None and learnt[0] == _signature(volumes) else None
+        if not self._busy:
             return None
         candidates = self.store.transact(
             lambda tx: tx.operation_candidates(volumes, exclude_owner=party), write=False
@@ -310,11 +327,17 @@ class Strategic:
         found: list[rules.Found] = []
         if op.live:
             if look is not None:
-                found = self._revalidate(tx, op, look)
+                seen, found = self._revalidate(tx, op, look)
             else:
                 candidates = tx.operation_candidates(op.volumes, exclude_owner=op.owner)
+                seen = frozenset((c.id, c.version) for c in candidates)
                 found = rules.find_conflicts(op.volumes, candidates)
-            rules.check_awareness(op.state, op.priority, found, key, self.policy)
+            try:
+                rules.check_awareness(op.state, op.priority, found, key, self.policy)
+            except MissingKey:
+                with self._busy_lock:
+                    self._learnt[op.owner] = (_signature(op.volumes), _Look(seen, found))
+                raise
         tx.put_operation(op)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
         told = self._notify(tx, op, touched, found, old, now)
@@ -342,7 +365,9 @@ class Strategic:
         return Filed(op, found, late, unreachable)
 
     @staticmethod
-    def _revalidate(tx: Tx, op: Operation, look: _Look) -> list[rules.Found]:
+    def _revalidate(
+        tx: Tx, op: Operation, look: _Look
+    ) -> tuple[frozenset[tuple[str, str]], list[rules.Found]]:
         """The look's conflicts brought up to date inside the write: only what changed since.
 
         A version names one immutable set of volumes, so a candidate seen at the same version
@@ -351,14 +376,14 @@ class Strategic:
         """
         now_seen = tx.candidate_versions(op.volumes, exclude_owner=op.owner)
         if now_seen == look.seen:
-            return look.found
+            return now_seen, look.found
         kept = [f for f in look.found if (f.operation.id, f.operation.version) in now_seen]
         fresh = [
             theirs
             for op_id, _ in sorted(now_seen - look.seen)
             if (theirs := tx.get_operation(op_id)) is not None
         ]
-        return kept + rules.find_conflicts(op.volumes, fresh)
+        return now_seen, kept + rules.find_conflicts(op.volumes, fresh)
 
     def _notify(
         self,
@@ -517,6 +542,14 @@ class Strategic:
     def events(self, party: str, after: int = 0, limit: int = 100) -> list[Event]:
         limit = max(1, min(limit, self.policy.limits.max_page_size))
         return self.store.transact(lambda tx: tx.events_after(party, after, limit), write=False)
+
+
+def _signature(volumes: Sequence[Volume]) -> tuple[Any, ...]:
+    """What makes two lists of volumes the same request (footprints compare by identity)."""
+    return tuple(
+        (v.footprint.to_bytes(), v.altitude_lower_m, v.altitude_upper_m, v.start, v.end)
+        for v in volumes
+    )
 
 
 def conflict_details(found: Iterable[rules.Found]) -> list[dict[str, Any]]:
