@@ -297,7 +297,12 @@ class Receiver:
                     if ":" in line:
                         name, value = line.split(":", 1)
                         headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                try:
+                    body = await reader.readexactly(int(headers.get("content-length", "0")))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # The sender went away mid-request (the storm kills a service process with
+                    # SIGKILL): nothing was delivered, and another process delivers it again.
+                    return
                 status = self._accept(method, path, headers, body)
                 writer.write(
                     f"HTTP/1.1 {status} {'No Content' if status == 204 else 'Refused'}\r\n"
