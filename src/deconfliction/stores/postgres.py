@@ -122,7 +122,15 @@ from deconfliction.core.model import (
 )
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
-from deconfliction.stores.shared import _AUDIT, _LIVENESS, RecentOperations, SharedTx, _audit
+from deconfliction.stores.shared import (
+    _AUDIT,
+    _AUDIT_INSERT,
+    _LIVENESS,
+    RecentOperations,
+    SharedTx,
+    _audit,
+    _audit_row,
+)
 from deconfliction.stores.turns import Turns
 
 T = TypeVar("T")
@@ -839,7 +847,6 @@ def _ahead_sql(with_ranges: bool) -> str:
     )
 
 
-_AUDIT_INSERT: Final = f"INSERT INTO audit_log ({_AUDIT}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 _UNKNOWN: Final[Any] = object()
 """Not read ahead (unlike None: read, and nothing there)."""
 _SUBSCRIPTION_TABLES: Final = re.compile(r"\bsubscription")
@@ -1165,20 +1172,12 @@ class PostgresTx(SharedTx):
         return super().audit_head()
 
     def audit_append(self, entry: AuditEntry) -> None:
-        e = entry
-        params = (
-            e.seq,
-            e.time,
-            e.actor,
-            e.action,
-            e.subject,
-            json.dumps(e.payload, separators=(",", ":")),
-            e.prev,
-            e.digest,
-        )
+        params = _audit_row(entry)
         last = self._queued[-1] if self._queued else None
         # Usually right after the write it records: one statement for both.
-        if isinstance(last, _Combined) and last.join("audit", _AUDIT_INSERT, params, {"audit_log"}):
+        if isinstance(last, _Combined) and last.join(
+            "audit", _placeholders(_AUDIT_INSERT), params, {"audit_log"}
+        ):
             self._forget(subscriptions=False, liveness=False, audit=True)
         else:
             self._x(_AUDIT_INSERT, params)

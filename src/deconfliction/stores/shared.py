@@ -248,20 +248,7 @@ class SharedTx:
         return _audit(row) if row else None
 
     def audit_append(self, entry: AuditEntry) -> None:
-        e = entry
-        self._x(
-            f"INSERT INTO audit_log ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                e.seq,
-                e.time,
-                e.actor,
-                e.action,
-                e.subject,
-                json.dumps(e.payload, separators=(",", ":")),
-                e.prev,
-                e.digest,
-            ),
-        )
+        self._x(_AUDIT_INSERT, _audit_row(entry))
 
     def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]:
         rows = self._x(
@@ -358,5 +345,14 @@ def _notice(r: Sequence[Any]) -> Notice:
     return Notice(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
 
 
+_AUDIT_INSERT = f"INSERT INTO audit_log ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 def _audit(r: Sequence[Any]) -> AuditEntry:
     return AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+
+
+def _audit_row(e: AuditEntry) -> tuple[Any, ...]:
+    """The inverse of ``_audit``: an entry as the row of ``_AUDIT``."""
+    payload = json.dumps(e.payload, separators=(",", ":"))
+    return (e.seq, e.time, e.actor, e.action, e.subject, payload, e.prev, e.digest)
