@@ -258,7 +258,6 @@ class _Spatial:
         self.index = f"{table[:-1]}_index"
         self.index_rows = f"{table[:-1]}_index_rows"
         self.epoch = epoch
-        self.recent = RecentOperations()
 
     def boxes(self, volumes: Sequence[Volume]) -> list[tuple[float, ...]]:
         out = []
@@ -352,10 +351,13 @@ class SqliteTx(SharedTx):
     def _x(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
 
-    def __init__(self, db: sqlite3.Connection, ops: _Spatial, subs: _Spatial) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, ops: _Spatial, subs: _Spatial, recent: RecentOperations
+    ) -> None:
         self.db = db
         self._ops = ops
         self._subs = subs
+        self._recent = recent
 
     # Parties
     def add_party(self, party: Party) -> None:
@@ -376,7 +378,7 @@ class SqliteTx(SharedTx):
         rows = rows.fetchall()
         if not rows:
             return []
-        recent = self._ops.recent
+        recent = self._recent
         known = [recent.get(r[1], r[5]) for r in rows]
         unknown = [r[0] for r, op in zip(rows, known, strict=True) if op is None]
         volumes = self._ops.load_volumes(self.db, unknown) if unknown else {}
@@ -638,6 +640,7 @@ class SqliteStore:
         self.epoch = float(db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
         self._ops = _Spatial("operations", self.epoch)
         self._subs = _Spatial("subscriptions", self.epoch)
+        self._recent = RecentOperations()
 
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -799,7 +802,10 @@ class SqliteStore:
                 for job in batch:
                     db.execute("SAVEPOINT job")
                     try:
-                        job.result, job.error = job.fn(SqliteTx(db, self._ops, self._subs)), None
+                        job.result, job.error = (
+                            job.fn(SqliteTx(db, self._ops, self._subs, self._recent)),
+                            None,
+                        )
                         db.execute("RELEASE job")
                     except sqlite3.OperationalError as exc:
                         if _is_busy(exc):
@@ -854,7 +860,7 @@ class SqliteStore:
                 time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
                 continue
             try:
-                result = fn(SqliteTx(db, self._ops, self._subs))
+                result = fn(SqliteTx(db, self._ops, self._subs, self._recent))
                 db.execute("COMMIT")
                 return result
             except sqlite3.OperationalError as exc:
