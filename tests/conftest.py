@@ -31,16 +31,12 @@ def _sqlite(directory: Path) -> Callable[[], Store]:
 
 
 _BACKENDS = {"sqlite": _sqlite}
-# PostgreSQL support arrives in a later issue; its store joins the contract by adding one param:
-#     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-#     ids=["sqlite", "postgres"],
-# with a "postgres" entry in _BACKENDS that makes a fresh database (or schema) per store.
+"""Store kinds every store-backed test runs against. The contract tests under tests/stores/ add
+PostgreSQL (their conftest overrides ``store_factory``)."""
 
 
-@pytest.fixture(params=["sqlite"], ids=["sqlite"])
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """Makes fresh, empty stores of one kind; each is closed when the test ends."""
-    make = _BACKENDS[request.param](tmp_path)
+def closing_factory(make: Callable[[], Store]) -> Iterator[StoreFactory]:
+    """A fixture body: a factory of stores made by ``make``, each closed when the test ends."""
     made: list[Store] = []
 
     def factory() -> Store:
@@ -51,6 +47,12 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     yield factory
     for store in made:
         store.close()
+
+
+@pytest.fixture(params=["sqlite"], ids=["sqlite"])
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes fresh, empty stores of one kind; each is closed when the test ends."""
+    yield from closing_factory(_BACKENDS[request.param](tmp_path))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deconfliction.stores.base import Store
-from tests.conftest import _BACKENDS, StoreFactory
+from tests.conftest import _BACKENDS, StoreFactory, closing_factory
 from tests.pg import Schemas, pg_schemas, postgres_url
 
 __all__ = ["pg_schemas", "postgres_url", "store_factory"]
@@ -40,15 +40,6 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
     else:
         make = _BACKENDS[request.param](tmp_path)
-    made: list[Store] = []
-
-    def factory() -> Store:
-        store = make()
-        made.append(store)
-        return store
-
-    yield factory
-    for store in made:
-        store.close()
+    yield from closing_factory(make)
     if schemas is not None:
         schemas.drop_all()
