@@ -1759,19 +1759,15 @@ def run_postgres(
         )
     report.data["sqlite_reference"] = {"source": where}
 
-    load_after = os.getloadavg()[0]
-    report.data["loadavg_1min"] = {"start": load_before, "end": load_after}
-    report.add(
-        "machine",
-        "1-min load average, start / end",
-        f"{load_before:.2f} / {load_after:.2f}",
-        note=f"{os.cpu_count()} cores shared by the client and the server; PostgreSQL {server}",
+    finish(
+        report,
+        args,
+        Path(args.pg_json),
+        started,
+        load_before,
+        f"{os.cpu_count()} cores shared by the client and the server; PostgreSQL {server}",
+        log,
     )
-    report.data["args"] = vars(args)
-    report.data["elapsed_s"] = now() - started
-    report.print()
-    report.write_json(Path(args.pg_json))
-    log(f"wrote {args.pg_json} ({fmt_s(now() - started)})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1789,6 +1785,31 @@ def bench_http(
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def finish(
+    report: Report,
+    args: argparse.Namespace,
+    path: Path,
+    started: float,
+    load_before: float,
+    machine_note: str,
+    log: Callable[[str], None],
+) -> None:
+    """The machine's row (load average before and after), the run's record, table and JSON."""
+    load_after = os.getloadavg()[0]
+    report.data["loadavg_1min"] = {"start": load_before, "end": load_after}
+    report.add(
+        "machine",
+        "1-min load average, start / end",
+        f"{load_before:.2f} / {load_after:.2f}",
+        note=machine_note,
+    )
+    report.data["args"] = vars(args)
+    report.data["elapsed_s"] = now() - started
+    report.print()
+    report.write_json(path)
+    log(f"wrote {path} ({fmt_s(now() - started)} in all)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1926,19 +1947,15 @@ def run_sqlite(
         if work is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{work}{suffix}").unlink(missing_ok=True)
-    load_after = os.getloadavg()[0]
-    report.data["loadavg_1min"] = {"start": load_before, "end": load_after}
-    report.add(
-        "machine",
-        "1-min load average, start / end",
-        f"{load_before:.2f} / {load_after:.2f}",
-        note=f"{os.cpu_count()} cores; anything else running skews every number above",
+    finish(
+        report,
+        args,
+        Path(args.json),
+        started,
+        load_before,
+        f"{os.cpu_count()} cores; anything else running skews every number above",
+        log,
     )
-    report.data["args"] = vars(args)
-    report.data["elapsed_s"] = now() - started
-    report.print()
-    report.write_json(Path(args.json))
-    log(f"wrote {args.json} ({fmt_s(now() - started)} in all)")
 
 
 if __name__ == "__main__":
