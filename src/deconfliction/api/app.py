@@ -5,9 +5,10 @@ service call and back.
 """
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -16,12 +17,14 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deconfliction import __version__
 from deconfliction.api import hotline as hotline_routes
 from deconfliction.api import schemas as s
 from deconfliction.api import tactical as tactical_routes
+from deconfliction.api.lane import InvalidBody, Lane, RequestTooLarge, ServiceAPI
 from deconfliction.config import Settings
 from deconfliction.core import errors as e
 from deconfliction.core.model import OperationDetails
@@ -81,6 +84,37 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def schema_error_response(errors: Sequence[Any]) -> JSONResponse:
+    """422 for a request that does not match its schema (pydantic's errors, located)."""
+    problems = [
+        {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
+        for err in errors
+    ]
+    first = problems[0] if problems else {"where": "body", "problem": "invalid"}
+    return error_response(
+        422,
+        "invalid_request",
+        f"The request does not match the schema: {first['where']}: {first['problem']}.",
+        problems,
+    )
+
+
+def error_for(exc: Exception) -> JSONResponse:
+    """The answer to an error, whichever path (FastAPI's handlers or the lane) met it."""
+    if isinstance(exc, e.DeconflictionError):
+        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": "1"}
+        return error_response(status, exc.code, exc.message, exc.details, headers)
+    if isinstance(exc, InvalidBody):
+        return schema_error_response(exc.errors)
+    if isinstance(exc, RequestTooLarge):
+        return error_response(413, "too_large", str(exc))
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "The service failed unexpectedly.")
+
+
 class BodyLimit:
     """Refuses request bodies over the limit with 413, whether or not Content-Length is sent.
 
@@ -98,11 +132,9 @@ class BodyLimit:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        too_large = error_response(
-            413, "too_large", f"The request body exceeds {self.max_bytes:,} bytes."
-        )
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                too_large = error_for(RequestTooLarge(self.max_bytes))
                 await too_large(scope, receive, send)
                 return
         seen = 0
@@ -114,13 +146,13 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     # FastAPI lets its own HTTPException through body parsing untouched.
-                    raise HTTPException(413, f"The request body exceeds {self.max_bytes:,} bytes.")
+                    raise HTTPException(413, str(RequestTooLarge(self.max_bytes)))
             return message
 
         await self.app(scope, limited, send)
 
 
-def create_app(runtime: Runtime | None = None, *, background: bool = False) -> FastAPI:
+def create_app(runtime: Runtime | None = None, *, background: bool = False) -> ServiceAPI:
     """The application; with ``background`` it also runs this process's periodic duties
     (webhook delivery, escalation, liveness, audit seals) while it serves."""
     runtime = runtime or Runtime.open()
@@ -140,10 +172,11 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
         try:
             yield
         finally:
+            app.lane.close()
             if duties:
                 duties.stop()
 
-    app = FastAPI(
+    app = ServiceAPI(
         lifespan=lifespan,
         title="deconfliction",
         version=__version__,
@@ -157,29 +190,22 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
         ),
     )
     app.state.runtime = runtime
+    app.lane = Lane(
+        partial(FastAPI.__call__, app),
+        authenticate=lambda header: authenticate(header),
+        respond=error_for,
+        max_bytes=limits.max_request_bytes,
+        threads=runtime.settings.http_threads,
+    )
     bearer = HTTPBearer(auto_error=False)
 
     @app.exception_handler(e.DeconflictionError)
     async def domain_error(_: Request, exc: e.DeconflictionError) -> JSONResponse:
-        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if status == 503:
-            headers = {"Retry-After": "1"}
-        return error_response(status, exc.code, exc.message, exc.details, headers)
+        return error_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"where": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
-            for err in exc.errors()
-        ]
-        first = problems[0] if problems else {"where": "body", "problem": "invalid"}
-        return error_response(
-            422,
-            "invalid_request",
-            f"The request does not match the schema: {first['where']}: {first['problem']}.",
-            problems,
-        )
+        return schema_error_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -197,17 +223,16 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", exc_info=exc)
-        return error_response(500, "internal_error", "The service failed unexpectedly.")
+        return error_for(exc)
 
     registered: set[str] = set()  # parties are never removed, so a party seen once stays known
 
-    async def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
+    def authenticate(authorization: str | None) -> Principal:
+        """The caller behind an ``Authorization`` header (parsed as FastAPI's HTTPBearer)."""
+        scheme, token = get_authorization_scheme_param(authorization)
+        if scheme.lower() != "bearer" or not token:
             raise e.Unauthenticated("A bearer token is required.", code="missing_token")
-        who = runtime.tokens.verify(credentials.credentials)
+        who = runtime.tokens.verify(token)
         if who.party_id not in registered:
             # A trusted issuer can sign any `sub`: only a registered party may act here.
             try:
@@ -219,6 +244,13 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
                 ) from None
             registered.add(who.party_id)
         return who
+
+    async def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise e.Unauthenticated("A bearer token is required.", code="missing_token")
+        return authenticate(f"{credentials.scheme} {credentials.credentials}")
 
     async def reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(READ)
@@ -423,6 +455,15 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
             "next_after": found[-1].id if found else after,
         }
 
+    # The routes that carry the load (filing, looking, querying) take the lane.
+    for endpoint, right in (
+        (file_operation, WRITE),
+        (update_operation, WRITE),
+        (get_operation, READ),
+        (query_operations, READ),
+        (conflicts, READ),
+    ):
+        app.express(endpoint, right)
     hotline_routes.add_routes(app, runtime, Reader, Writer, Admin, ERRORS)
     tactical_routes.add_routes(app, runtime, Reader, Writer, Admin, ERRORS)
     app.add_middleware(
@@ -431,6 +472,6 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> F
     return app
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> ServiceAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
     return create_app(Runtime.open_patiently(Settings()), background=True)

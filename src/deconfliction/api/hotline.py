@@ -5,16 +5,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from deconfliction.api import schemas as s
+from deconfliction.api.lane import ServiceAPI
 from deconfliction.core.errors import InvalidInput
 from deconfliction.core.hotline import MessageKind, Urgency
 from deconfliction.formats import format_time, parse_time
 from deconfliction.runtime import Runtime
-from deconfliction.security import ADMIN
+from deconfliction.security import ADMIN, WRITE
 from deconfliction.services.hotline import ALL, message_view
 from deconfliction.services.views import event_view
 
@@ -67,7 +68,7 @@ class EventHub:
 
 
 def add_routes(
-    app: FastAPI,
+    app: ServiceAPI,
     runtime: Runtime,
     Reader: Any,
     Writer: Any,
@@ -150,6 +151,8 @@ def add_routes(
             reply_to=body.reply_to,
         )
         return message_view(message)
+
+    app.express(send, WRITE)
 
     @app.get(
         "/v1/messages/{message_id}", response_model=s.MessageOut, responses=errors, tags=["hotline"]
