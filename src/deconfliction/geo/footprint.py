@@ -28,6 +28,7 @@ from deconfliction.geo.sphere import (
     ring_seen_from,
     to_latlon,
     to_unit,
+    unit_vector,
 )
 
 MAX_EDGE_M: Final = 5_000.0
@@ -58,12 +59,14 @@ Box = tuple[float, float, float, float]
 """(lon_min, lon_max, lat_min, lat_max) in degrees, never crossing the antimeridian."""
 
 
-def _check_latlon(lat: FloatArray, lon: FloatArray) -> None:
-    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(lon))):
+def _check_latlon(lat_max_abs: float, lon_max_abs: float) -> None:
+    """Refuses coordinates whose largest magnitudes are these (NaN and infinity included:
+    ``np.max`` carries a NaN through)."""
+    if not (math.isfinite(lat_max_abs) and math.isfinite(lon_max_abs)):
         raise GeometryError("invalid_coordinates", "Coordinates must be finite numbers.")
-    if np.any(np.abs(lat) > 90.0):
+    if lat_max_abs > 90.0:
         raise GeometryError("invalid_coordinates", "Latitude must lie between -90 and 90 degrees.")
-    if np.any(np.abs(lon) > 180.0):
+    if lon_max_abs > 180.0:
         raise GeometryError(
             "invalid_coordinates", "Longitude must lie between -180 and 180 degrees."
         )
@@ -85,8 +88,8 @@ class Circle:
 
     @classmethod
     def create(cls, lat: float, lon: float, radius_m: float) -> Circle:
-        lat_a, lon_a = np.array([lat], dtype=float), np.array([lon], dtype=float)
-        _check_latlon(lat_a, lon_a)
+        lat, lon = float(lat), float(lon)
+        _check_latlon(abs(lat), abs(lon))
         if not math.isfinite(radius_m) or radius_m < MIN_RADIUS_M:
             raise GeometryError(
                 "invalid_radius", f"A circle's radius must be at least {MIN_RADIUS_M:g} m."
@@ -97,7 +100,7 @@ class Circle:
                 "footprint_too_large",
                 f"A circle may span at most {MAX_CAP_DEG:g} degrees of arc (about 4,400 km).",
             )
-        return cls(float(lat), float(lon), float(radius_m), to_unit(lat, lon), cap)
+        return cls(lat, lon, float(radius_m), unit_vector(lat, lon), cap)
 
     @property
     def area_m2(self) -> float:
@@ -165,7 +168,7 @@ class Polygon:
                 "footprint_too_complex", f"A polygon may have at most {MAX_VERTICES:,} vertices."
             )
         lat, lon = arr[:, 0], arr[:, 1]
-        _check_latlon(lat, lon)
+        _check_latlon(float(np.max(np.abs(lat))), float(np.max(np.abs(lon))))
         xyz = to_unit(lat, lon)
         # Drop repeated consecutive vertices and the closing repeat (2 micrometres apart or less).
         keep = angle(xyz, np.roll(xyz, 1, axis=0)) > 3e-13
@@ -281,7 +284,7 @@ def _decode(blob: bytes) -> Footprint:
     if blob[:1] == b"C":
         lat, lon, radius = struct.unpack_from("<3d", blob, 1)
         cap = radius / MIN_RADIUS_OF_CURVATURE_M * (1 + 1e-9) + 1e-12
-        return Circle(lat, lon, radius, to_unit(lat, lon), cap)
+        return Circle(lat, lon, radius, unit_vector(lat, lon), cap)
     if blob[:1] == b"P":
         n, n_vertices, pole, cx, cy, cz, cap = struct.unpack_from(_POLYGON_HEAD, blob, 1)
         offset = 1 + struct.calcsize(_POLYGON_HEAD)

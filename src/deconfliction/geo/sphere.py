@@ -43,6 +43,13 @@ def to_unit(lat: npt.ArrayLike, lon: npt.ArrayLike) -> FloatArray:
     return np.stack([cos_la * np.cos(lo), cos_la * np.sin(lo), np.sin(la)], axis=-1)
 
 
+def unit_vector(lat: float, lon: float) -> FloatArray:
+    """``to_unit`` for one point, without numpy's per-call overhead (a circle's centre)."""
+    la, lo = math.radians(lat), math.radians(lon)
+    cos_la = math.cos(la)
+    return np.array((cos_la * math.cos(lo), cos_la * math.sin(lo), math.sin(la)))
+
+
 def to_latlon(xyz: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Latitude and longitude in degrees of (non-zero) vectors (..., 3)."""
     x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
