@@ -15,7 +15,7 @@ from deconfliction.security import (
 )
 from deconfliction.services.audit import AuditLog
 from deconfliction.services.background import Duties
-from deconfliction.services.delivery import Post, WebhookDelivery, httpx_post
+from deconfliction.services.delivery import Post, WebhookDelivery, http_post
 from deconfliction.services.hotline import Hotline
 from deconfliction.services.strategic import Strategic
 from deconfliction.services.tactical import TacticalMonitor, TrackIngest
@@ -92,7 +92,7 @@ class Runtime:
         return Duties(
             self.hotline,
             self.audit,
-            WebhookDelivery(self.store, post or httpx_post()),
+            WebhookDelivery(self.store, post or http_post()),
             tactical=TacticalMonitor(self.store, self.tracks.settings),
         )
 

@@ -13,7 +13,7 @@ from deconfliction.services.delivery import (
     SIGNATURE_HEADER,
     WebhookDelivery,
     backoff_s,
-    httpx_post,
+    http_post,
     sign,
     verify_signature,
 )
@@ -96,7 +96,7 @@ def test_a_failing_receiver_gets_every_event_in_order_after_retries(
     settings = hotline.configure(red, webhook_url=receiver.url)
     for i in range(5):
         hotline.send(blue, [red], MessageKind.TEXT, f"message {i}")
-    delivery = WebhookDelivery(hotline.store, httpx_post(), clock, parallel=1)
+    delivery = WebhookDelivery(hotline.store, http_post(), clock, parallel=1)
     assert delivery.deliver_once() == 0  # 500
     assert delivery.deliver_once() == 0  # backing off: not retried yet
     clock.advance(1)
