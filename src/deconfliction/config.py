@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deconfliction.core.hotline import HotlinePolicy
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
     sqlite_group_commit: bool = True
     """Commit writes into areas apart that wait at one moment together (one sync for many);
     a write that finds nobody waiting commits alone, without a hand-over."""
+    sqlite_checkpoint_every_s: float = Field(0.25, ge=0.0, le=60.0)
+    """A thread copies committed pages from the WAL into the database file this often (after
+    writes), so no writer does it inside its commit; 0 leaves it to SQLite's auto-checkpoint."""
     allow_equal_priority_conflicts: bool = True
     default_lead_time_minutes: float = 15.0
     """Minimum notice lead time between two parties that agreed nothing else."""

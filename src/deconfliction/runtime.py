@@ -36,6 +36,7 @@ def open_store(settings: Settings) -> Store:
         settings.db,
         synchronous=settings.sqlite_synchronous,
         group_commit=settings.sqlite_group_commit,
+        checkpoint_every_s=settings.sqlite_checkpoint_every_s,
     )
 
 

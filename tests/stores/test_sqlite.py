@@ -4,6 +4,7 @@ index boxes rounded outward to float32, and retries when the database is busy.""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -203,5 +204,74 @@ def test_a_write_that_finds_nobody_waiting_commits_in_its_own_thread(tmp_path: P
         assert store.group_commit
         thread = store.transact(lambda tx: threading.current_thread())
         assert thread is threading.current_thread() and store._writer is None
+    finally:
+        store.close()
+
+
+def _in_database_file(path: Path, op_id: str) -> bool:
+    """Whether the operation is in the database file itself, leaving the WAL aside."""
+    db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return db.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone() is not None
+    except sqlite3.OperationalError:  # not even the schema is there yet
+        return False
+    finally:
+        db.close()
+
+
+def test_committed_pages_reach_the_database_file_without_any_writer_copying_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, synchronous="NORMAL", checkpoint_every_s=0.01)
+    try:
+        autocheckpoint = store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert autocheckpoint == 0  # no commit copies pages: the checkpointer does
+        v = Volume.create(Circle.create(10.0, 20.0, 500.0), 0.0, 100.0, T, T + 60.0)
+        store.transact(lambda tx: tx.put_operation(operation("op", v)))
+        assert not _in_database_file(path, "op")  # committed, in the WAL only
+        for _ in range(500):  # the checkpointer's thread runs every 10 ms after a write
+            if _in_database_file(path, "op"):
+                break
+            threading.Event().wait(0.01)
+        assert _in_database_file(path, "op")
+    finally:
+        store.close()
+
+
+def test_without_the_checkpointer_sqlite_copies_pages_itself(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db", checkpoint_every_s=0)
+    try:
+        autocheckpoint = store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert autocheckpoint == 1000  # SQLite's default
+        assert store._checkpointer is None
+    finally:
+        store.close()
+
+
+def test_a_long_wal_is_restarted_without_holding_writers_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "store.db", checkpoint_every_s=3_600)  # by hand only
+    v = Volume.create(Circle.create(10.0, 20.0, 500.0), 0.0, 100.0, T, T + 60.0)
+    statements: list[str] = []
+    try:
+        store.transact(lambda tx: tx.put_operation(operation("a", v)))
+        db = store._connection()
+        db.set_trace_callback(statements.append)
+        frames, copied = store.checkpoint()
+        assert frames == copied > 0 and not any("RESTART" in s for s in statements)
+        monkeypatch.setattr(sqlite_store, "WAL_RESTART_FRAMES", 1)
+        store.transact(lambda tx: tx.put_operation(operation("b", v)))
+        statements.clear()
+        store.checkpoint()
+        assert statements == [
+            "PRAGMA wal_checkpoint(PASSIVE)",
+            "PRAGMA busy_timeout = 0",  # a RESTART that waited would stop every writer
+            "PRAGMA wal_checkpoint(RESTART)",
+            f"PRAGMA busy_timeout = {store.busy_timeout_ms}",
+        ]
+        found = store.transact(lambda tx: tx.operation_candidates([v]), write=False)
+        assert sorted(op.id for op in found) == ["a", "b"]
     finally:
         store.close()
