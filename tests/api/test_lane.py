@@ -161,6 +161,8 @@ def test_a_read_only_token_may_look_but_not_file(twin: Twin) -> None:
         (b'{"volumes": []}', "text/plain", True),
         (b'{"volumes": []}', None, True),
         (b"[1, 2", "application/merge-patch+json", True),
+        (b"[" * 10_000 + b"]" * 10_000, "application/json", True),  # deeper than json recurses
+        (b"1" * 5_000, "application/json", True),  # more digits than Python makes an int of
         (b"NaN", "application/json", False),  # JSON to Python's parser, refused by the schema
     ],
 )

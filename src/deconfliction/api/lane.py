@@ -234,7 +234,7 @@ def _json(body: bytes, content_type: bytes | None) -> Any:
         return _NOT_JSON
     try:
         return json.loads(body)
-    except ValueError:  # FastAPI has its own answers for these (422 or 400)
+    except (ValueError, RecursionError):  # FastAPI has its answers for these (422 or 400)
         return _NOT_JSON
 
 
