@@ -14,7 +14,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -46,6 +46,10 @@ class AuditEntry:
     prev: str
     digest: str
     payload_digest: str = ""
+    payload_json: bytes | None = field(default=None, repr=False, compare=False)
+    """The payload's canonical JSON as :func:`next_entry` chained it, for the store to keep as
+    is (no second serialisation). Nothing checks an entry against it: verification always makes
+    the canonical JSON again from ``payload``."""
 
     @property
     def content_digest(self) -> str:
@@ -54,14 +58,9 @@ class AuditEntry:
         return hashlib.sha256(canonical(self.payload)).hexdigest()
 
     def body(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "time": self.time,
-            "actor": self.actor,
-            "action": self.action,
-            "subject": self.subject,
-            "payload_digest": self.content_digest,
-        }
+        return _body(
+            self.seq, self.time, self.actor, self.action, self.subject, self.content_digest
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {**self.body(), "payload": self.payload, "prev": self.prev, "digest": self.digest}
@@ -118,8 +117,24 @@ def next_entry(
     """The entry that follows ``prev`` (None for the first)."""
     seq = prev.seq + 1 if prev else 1
     prev_digest = prev.digest if prev else GENESIS
-    unchained = AuditEntry(seq, time, actor, action, subject, payload, prev_digest, "")
-    return replace(unchained, digest=chain_digest(prev_digest, unchained.body()))
+    text = canonical(payload)
+    body = _body(seq, time, actor, action, subject, hashlib.sha256(text).hexdigest())
+    digest = chain_digest(prev_digest, body)
+    return AuditEntry(seq, time, actor, action, subject, payload, prev_digest, digest, "", text)
+
+
+def _body(
+    seq: int, time: float, actor: str, action: str, subject: str, payload_digest: str
+) -> dict[str, Any]:
+    """What an entry's digest covers (with the previous digest)."""
+    return {
+        "seq": seq,
+        "time": time,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "payload_digest": payload_digest,
+    }
 
 
 @dataclass(frozen=True, slots=True)

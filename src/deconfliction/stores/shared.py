@@ -353,6 +353,10 @@ def _audit(r: Sequence[Any]) -> AuditEntry:
 
 
 def _audit_row(e: AuditEntry) -> tuple[Any, ...]:
-    """The inverse of ``_audit``: an entry as the row of ``_AUDIT``."""
-    payload = json.dumps(e.payload, separators=(",", ":"))
+    """The inverse of ``_audit``: an entry as the row of ``_AUDIT``. The payload is stored as
+    the canonical JSON the entry was chained with, when the entry still has it."""
+    if e.payload_json is not None:
+        payload = e.payload_json.decode()
+    else:
+        payload = json.dumps(e.payload, separators=(",", ":"))
     return (e.seq, e.time, e.actor, e.action, e.subject, payload, e.prev, e.digest)
