@@ -8,6 +8,8 @@ succeed, the fields that are new on every write (ids, versions, times) are maske
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deconfliction.api.app import create_app
+from deconfliction.api.lane import Hands
 from deconfliction.config import Settings
 from deconfliction.runtime import Runtime
 from deconfliction.security import READ
@@ -240,3 +243,43 @@ def test_any_edit_of_a_filing_is_answered_alike(
         here[edit[-1]] = value
     answer = twin.both("POST", path, json=body, mask=True)
     assert answer.status_code < 500
+
+
+def test_the_lanes_threads_answer_raise_and_never_grow_past_their_number() -> None:
+    hands = Hands(3, "test")
+    running = 0
+    most = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def blocking(i: int) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+        return i * i
+
+    def fails() -> None:
+        raise ValueError("from the thread")
+
+    async def main() -> list[int]:
+        calls = [asyncio.ensure_future(hands.run(lambda i=i: blocking(i))) for i in range(10)]
+        await asyncio.sleep(0.05)
+        asyncio.get_running_loop().call_later(0.05, release.set)
+        results = await asyncio.gather(*calls)
+        with pytest.raises(ValueError, match="from the thread"):
+            await hands.run(fails)
+        abandoned = asyncio.ensure_future(hands.run(lambda: release.wait(5)))
+        await asyncio.sleep(0)
+        abandoned.cancel()  # its answer arrives to nobody, harmlessly
+        assert await hands.run(lambda: 7) == 7
+        return results
+
+    try:
+        assert asyncio.run(main()) == [i * i for i in range(10)]
+        assert most == 3  # ten calls at once, three threads
+    finally:
+        hands.close()

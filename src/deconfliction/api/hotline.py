@@ -3,14 +3,14 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Header, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from deconfliction.api import schemas as s
-from deconfliction.api.lane import ServiceAPI
+from deconfliction.api.lane import Hands, ServiceAPI
 from deconfliction.core.errors import InvalidInput
 from deconfliction.core.hotline import MessageKind, Urgency
 from deconfliction.formats import format_time, parse_time
@@ -28,8 +28,9 @@ class EventHub:
     another replica — reach the stream within a poll period.
     """
 
-    def __init__(self, runtime: Runtime, poll_s: float = 0.01) -> None:
+    def __init__(self, runtime: Runtime, hands: Hands, poll_s: float = 0.01) -> None:
         self.runtime = runtime
+        self.hands = hands
         self.poll_s = poll_s
         self.waiters: dict[str, set[asyncio.Event]] = {}
         self.latest: dict[str, int] = {}
@@ -54,8 +55,10 @@ class EventHub:
         while self.waiters:
             parties = list(self.waiters)
             try:
-                latest = await run_in_threadpool(
-                    store.transact, lambda tx, p=parties: tx.latest_event_ids(p), write=False
+                latest = await self.hands.run(
+                    partial(
+                        store.transact, lambda tx, p=parties: tx.latest_event_ids(p), write=False
+                    )
                 )
             except Exception:  # the store is down for a moment: streams wait, then resume
                 latest = {}
@@ -76,7 +79,7 @@ def add_routes(
     errors: dict[int | str, dict[str, Any]],
 ) -> None:
     hotline = runtime.hotline
-    hub = EventHub(runtime)
+    hub = EventHub(runtime, app.lane.hands)
 
     @app.get(
         "/v1/events/stream", tags=["events"], responses=errors, response_class=StreamingResponse
@@ -107,7 +110,7 @@ def add_routes(
                 yield b"retry: 1000\n\n"
                 while True:
                     wake.clear()
-                    batch = await run_in_threadpool(strategic.events, party, cursor, 500)
+                    batch = await hub.hands.run(partial(strategic.events, party, cursor, 500))
                     for event in batch:
                         data = json.dumps(event_view(event), separators=(",", ":"))
                         yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
