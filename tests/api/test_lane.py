@@ -283,3 +283,26 @@ def test_the_lanes_threads_answer_raise_and_never_grow_past_their_number() -> No
         assert most == 3  # ten calls at once, three threads
     finally:
         hands.close()
+
+
+def test_the_lanes_threads_start_again_after_a_close_even_one_that_came_mid_job() -> None:
+    hands = Hands(1, "test")
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "slow"
+
+    async def main() -> list[str]:
+        pending = asyncio.ensure_future(hands.run(slow))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        hands.close()  # the one thread is busy: it finishes its job, then leaves
+        release.set()
+        first = await pending
+        return [first, await hands.run(lambda: "after"), await hands.run(lambda: "again")]
+
+    try:
+        assert asyncio.run(main()) == ["slow", "after", "again"]
+    finally:
+        hands.close()

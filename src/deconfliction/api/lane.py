@@ -1,9 +1,9 @@
 """The express lane: the busiest routes served without the framework's per-request machinery.
 
 FastAPI declares every route (the OpenAPI document, ``/docs``, and the fallback for anything
-unusual), but on two cores its per-request work (middleware layers, dependency solving, a
-``Request`` object, anyio's thread hop, telemetry hooks) cost as much CPU as the filing itself
-(measured with py-spy: docs/benchmarks.md). The lane serves the routes that carry the load —
+unusual), and does per-request work these routes do not need: middleware layers, dependency
+solving, a ``Request`` object, anyio's thread hop, telemetry hooks, all on the event loop that
+every request of the process shares. The lane serves the routes that carry the load —
 filing, updating, looking, querying, sending a hotline message — with the *same* endpoint
 functions, request schemas, authentication and error answers, and nothing else:
 
@@ -109,6 +109,8 @@ class Hands:
         ] = queue.SimpleQueue()
         self._started = 0
         self._idle = 0
+        self._generation = 0
+        """Bumped by close(): threads of an earlier generation finish their job and leave."""
         self._lock = threading.Lock()
 
     async def run(self, fn: Callable[[], T]) -> T:
@@ -123,11 +125,12 @@ class Hands:
                 grow = True
         if grow:
             name = f"{self.name}-{self._started}"
-            threading.Thread(target=self._work, name=name, daemon=True).start()
+            args = (self._generation,)
+            threading.Thread(target=self._work, args=args, name=name, daemon=True).start()
         self._jobs.put((loop, future, fn))
         return await future
 
-    def _work(self) -> None:
+    def _work(self, generation: int) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
@@ -140,13 +143,17 @@ class Hands:
             with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(_settle, future, result, error)
             with self._lock:
+                if generation != self._generation:
+                    return  # closed meanwhile: this thread's None is for nobody else
                 self._idle += 1
 
     def close(self) -> None:
+        """Let the threads go once their jobs are done; a later call starts new ones."""
         with self._lock:
-            for _ in range(self._started):
-                self._jobs.put(None)
+            for _ in range(self._idle):
+                self._jobs.put(None)  # one for each thread waiting; busy ones see the generation
             self._started = self._idle = 0
+            self._generation += 1
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
