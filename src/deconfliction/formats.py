@@ -7,6 +7,7 @@ geometry's own code. Units other than metres and seconds stop here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ def parse_time(value: Any, field: str = "time") -> float:
     return seconds
 
 
+@functools.lru_cache(maxsize=16_384)  # the same instants recur in every view of a filing
 def format_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 

@@ -83,6 +83,7 @@ class Circle:
     cap_radius: float = field(repr=False)
     """Angular radius (radians) of a cap that surely holds the circle."""
     _boxes: list[Box] | None = field(default=None, repr=False)
+    _bytes: bytes | None = field(default=None, repr=False)
 
     kind: ClassVar[str] = "circle"
 
@@ -127,7 +128,10 @@ class Circle:
         return _split_lon(self.lon - half, self.lon + half, lat_lo, lat_hi)
 
     def to_bytes(self) -> bytes:
-        return b"C" + struct.pack("<3d", self.lat, self.lon, self.radius_m)
+        if self._bytes is None:
+            blob = b"C" + struct.pack("<3d", self.lat, self.lon, self.radius_m)
+            object.__setattr__(self, "_bytes", blob)
+        return self._bytes  # type: ignore[return-value]
 
     def to_json(self) -> dict[str, object]:
         return {"circle": {"center": {"lat": self.lat, "lon": self.lon}, "radius_m": self.radius_m}}
@@ -150,6 +154,7 @@ class Polygon:
     contains_pole: int = field(repr=False)
     """+1 or -1 if the north or south pole is inside or on the ring, else 0."""
     _boxes: list[Box] | None = field(default=None, repr=False)
+    _bytes: bytes | None = field(default=None, repr=False)
     _inner: float | None = field(default=None, repr=False)
     _area: float | None = field(default=None, repr=False)
 
@@ -249,16 +254,20 @@ class Polygon:
         )
 
     def to_bytes(self) -> bytes:
-        head = b"P" + struct.pack(
-            _POLYGON_HEAD,
-            len(self.lat),
-            len(self.vertices),
-            self.contains_pole,
-            *self.center,
-            self.cap_radius,
-        )
-        original = np.asarray(self.vertices, dtype=np.float64)
-        return head + self.lat.tobytes() + self.lon.tobytes() + original.tobytes()
+        """The stored form, made once per footprint (it is on every write's path)."""
+        if self._bytes is None:
+            head = b"P" + struct.pack(
+                _POLYGON_HEAD,
+                len(self.lat),
+                len(self.vertices),
+                self.contains_pole,
+                *self.center,
+                self.cap_radius,
+            )
+            original = np.asarray(self.vertices, dtype=np.float64)
+            blob = head + self.lat.tobytes() + self.lon.tobytes() + original.tobytes()
+            object.__setattr__(self, "_bytes", blob)
+        return self._bytes  # type: ignore[return-value]
 
     def to_json(self) -> dict[str, object]:
         return {"polygon": {"vertices": [{"lat": a, "lon": b} for a, b in self.vertices]}}
@@ -284,14 +293,15 @@ def _decode(blob: bytes) -> Footprint:
     if blob[:1] == b"C":
         lat, lon, radius = struct.unpack_from("<3d", blob, 1)
         cap = radius / MIN_RADIUS_OF_CURVATURE_M * (1 + 1e-9) + 1e-12
-        return Circle(lat, lon, radius, unit_vector(lat, lon), cap)
+        return Circle(lat, lon, radius, unit_vector(lat, lon), cap, _bytes=blob)
     if blob[:1] == b"P":
         n, n_vertices, pole, cx, cy, cz, cap = struct.unpack_from(_POLYGON_HEAD, blob, 1)
         offset = 1 + struct.calcsize(_POLYGON_HEAD)
         coords = np.frombuffer(blob, dtype=np.float64, count=2 * (n + n_vertices), offset=offset)
         lat, lon = coords[:n], coords[n : 2 * n]
         original = tuple((a, b) for a, b in coords[2 * n :].reshape(n_vertices, 2).tolist())
-        return Polygon(original, lat, lon, to_unit(lat, lon), np.array([cx, cy, cz]), cap, pole)
+        center = np.array([cx, cy, cz])
+        return Polygon(original, lat, lon, to_unit(lat, lon), center, cap, pole, _bytes=blob)
     raise ValueError("not a stored footprint")
 
 
