@@ -1,13 +1,16 @@
-"""Audit entries as stored rows (both stores share the code): what was chained is stored as
-the canonical JSON it was chained with and reads back the same, so the chain still verifies."""
+"""Rows both stores share the code of: an audit entry is stored as the canonical JSON it was
+chained with and reads back the same, so the chain still verifies; an event payload is stored
+as JSON any client parses."""
 
 from __future__ import annotations
+
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from deconfliction.core.audit import canonical, next_entry, verify_chain
-from deconfliction.stores.shared import _audit, _audit_row
+from deconfliction.stores.shared import _audit, _audit_row, event_json
 
 PAYLOADS = st.recursive(
     st.none()
@@ -31,3 +34,11 @@ def test_a_chained_entry_reads_back_as_it_was_chained(payload: dict) -> None:
     assert read.payload == payload
     assert read.content_digest == entry.content_digest
     assert verify_chain([read]) is None
+
+
+def test_an_event_payload_is_stored_as_json_any_client_parses() -> None:
+    payload = {"a": [1, 2.5, "été"], "b": None, "big": 2**70, "odd": float("nan")}
+    stored = json.loads(event_json(payload))  # (strict JSON: json.loads would take NaN too)
+    assert stored == {"a": [1, 2.5, "été"], "b": None, "big": 2**70, "odd": None}
+    assert "NaN" not in event_json({"x": float("nan"), "y": float("inf")})
+    assert json.loads(event_json({"n": 1.5, "t": "x"})) == {"n": 1.5, "t": "x"}

@@ -130,6 +130,7 @@ from deconfliction.stores.shared import (
     SharedTx,
     _audit,
     _audit_row,
+    event_json,
 )
 from deconfliction.stores.turns import Turns
 
@@ -1195,7 +1196,7 @@ class PostgresTx(SharedTx):
                 "floor": self._last_event_id + 1,
                 "kind": kind,
                 "time": time,
-                "payload": json.dumps(payload, separators=(",", ":")),
+                "payload": event_json(payload),
             },
         ).fetchone()
         assert row is not None

@@ -37,7 +37,7 @@ from deconfliction.core.model import (
     TrackReport,
 )
 from deconfliction.geo import Volume, footprint_from_bytes
-from deconfliction.stores.shared import RecentOperations, SharedTx
+from deconfliction.stores.shared import RecentOperations, SharedTx, event_json
 from deconfliction.stores.turns import Turns
 
 log = logging.getLogger("deconfliction.sqlite")
@@ -525,7 +525,7 @@ class SqliteTx(SharedTx):
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
         cur = self.db.execute(
             "INSERT INTO events (party_id, kind, time, payload) VALUES (?, ?, ?, ?)",
-            (party_id, kind, time, json.dumps(payload, separators=(",", ":"))),
+            (party_id, kind, time, event_json(payload)),
         )
         return int(cur.lastrowid or 0)
 
