@@ -213,7 +213,7 @@ def _in_database_file(path: Path, op_id: str) -> bool:
     db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     try:
         return db.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone() is not None
-    except sqlite3.OperationalError:  # not even the schema is there yet
+    except sqlite3.DatabaseError:  # no schema there yet, or a page read while being copied
         return False
     finally:
         db.close()
@@ -273,5 +273,20 @@ def test_a_long_wal_is_restarted_without_holding_writers_back(
         ]
         found = store.transact(lambda tx: tx.operation_candidates([v]), write=False)
         assert sorted(op.id for op in found) == ["a", "b"]
+    finally:
+        store.close()
+
+
+def test_a_bulk_load_reaches_the_database_file_too(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SqliteStore(path, synchronous="OFF", checkpoint_every_s=0.01)
+    v = Volume.create(Circle.create(10.0, 20.0, 500.0), 0.0, 100.0, T, T + 60.0)
+    try:
+        store.bulk_load([operation("loaded", v)])
+        for _ in range(500):
+            if _in_database_file(path, "loaded"):
+                break
+            threading.Event().wait(0.01)
+        assert _in_database_file(path, "loaded")  # not left in the WAL until the close
     finally:
         store.close()

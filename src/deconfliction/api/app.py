@@ -190,13 +190,6 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> S
         ),
     )
     app.state.runtime = runtime
-    app.lane = Lane(
-        partial(FastAPI.__call__, app),
-        authenticate=lambda header: authenticate(header),
-        respond=error_for,
-        max_bytes=limits.max_request_bytes,
-        threads=runtime.settings.http_threads,
-    )
     bearer = HTTPBearer(auto_error=False)
 
     @app.exception_handler(e.DeconflictionError)
@@ -456,6 +449,13 @@ def create_app(runtime: Runtime | None = None, *, background: bool = False) -> S
         }
 
     # The routes that carry the load (filing, looking, querying) take the lane.
+    app.lane = Lane(
+        partial(FastAPI.__call__, app),
+        authenticate=authenticate,
+        respond=error_for,
+        max_bytes=limits.max_request_bytes,
+        threads=runtime.settings.http_threads,
+    )
     for endpoint, right in (
         (file_operation, WRITE),
         (update_operation, WRITE),

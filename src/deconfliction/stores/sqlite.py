@@ -944,6 +944,8 @@ class SqliteStore:
         pending: list[Operation] = []
 
         def flush() -> None:
+            self._start_checkpointer()  # or the WAL would hold the whole load until the close
+            self._dirty = True
             db.execute("BEGIN IMMEDIATE")
             try:
                 next_rowid = db.execute(
