@@ -130,6 +130,7 @@ from deconfliction.stores.shared import (
     SharedTx,
     _audit,
     _audit_row,
+    _track_row,
     event_json,
 )
 from deconfliction.stores.turns import Turns
@@ -1229,20 +1230,7 @@ class PostgresTx(SharedTx):
                 "INSERT INTO track_reports (seq, received_at, party_id, aircraft_id, time, lat, "
                 "lon, alt, gs, trk, vs, operation_id) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    first + i,
-                    r.received_at,
-                    r.party_id,
-                    r.aircraft_id,
-                    r.time,
-                    r.lat,
-                    r.lon,
-                    r.alt,
-                    r.gs,
-                    r.trk,
-                    r.vs,
-                    r.operation_id,
-                ),
+                (first + i, *_track_row(r)),
             )
 
     def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:

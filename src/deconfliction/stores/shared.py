@@ -26,6 +26,7 @@ from deconfliction.core.model import (
     OperationState,
     PartySettings,
     Receipt,
+    TrackReport,
     WebhookCursor,
     WriteRecord,
 )
@@ -346,6 +347,23 @@ def _message(r: Sequence[Any]) -> Message:
 
 def _notice(r: Sequence[Any]) -> Notice:
     return Notice(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+
+
+def _track_row(r: TrackReport) -> tuple[Any, ...]:
+    """A track report as the columns both stores insert, from ``received_at`` on."""
+    return (
+        r.received_at,
+        r.party_id,
+        r.aircraft_id,
+        r.time,
+        r.lat,
+        r.lon,
+        r.alt,
+        r.gs,
+        r.trk,
+        r.vs,
+        r.operation_id,
+    )
 
 
 _AUDIT_INSERT = f"INSERT INTO audit_log ({_AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

@@ -37,7 +37,7 @@ from deconfliction.core.model import (
     TrackReport,
 )
 from deconfliction.geo import Volume, footprint_from_bytes
-from deconfliction.stores.shared import RecentOperations, SharedTx, event_json
+from deconfliction.stores.shared import RecentOperations, SharedTx, _track_row, event_json
 from deconfliction.stores.turns import Turns
 
 log = logging.getLogger("deconfliction.sqlite")
@@ -567,22 +567,7 @@ class SqliteTx(SharedTx):
         self.db.executemany(
             "INSERT INTO track_reports (received_at, party_id, aircraft_id, time, lat, lon, alt, "
             "gs, trk, vs, operation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    r.received_at,
-                    r.party_id,
-                    r.aircraft_id,
-                    r.time,
-                    r.lat,
-                    r.lon,
-                    r.alt,
-                    r.gs,
-                    r.trk,
-                    r.vs,
-                    r.operation_id,
-                )
-                for r in reports
-            ],
+            [_track_row(r) for r in reports],
         )
 
     def track_reports_after(self, after: int, limit: int) -> list[TrackReport]:
@@ -708,8 +693,7 @@ class SqliteStore:
             return self._transact(fn, write=False)
         if threading.current_thread() is self._writer:
             raise RuntimeError("A write transaction cannot start another one.")
-        self._start_checkpointer()
-        self._dirty = True  # (set before the commit: the checkpointer may come early, not late)
+        self._note_write()
         if not self.group_commit:
             return self._transact_alone(fn, priority)
         with self._lock:
@@ -747,7 +731,10 @@ class SqliteStore:
                     )
                     self._writer.start()
 
-    def _start_checkpointer(self) -> None:
+    def _note_write(self) -> None:
+        """A write is about to commit: the checkpointer runs, and has work at its next round.
+        (Marked before the commit: the checkpointer may come early, never late.)"""
+        self._dirty = True
         if self._checkpointer is None and self.checkpoint_every_s > 0:
             with self._lock:
                 if self._checkpointer is None:
@@ -944,8 +931,7 @@ class SqliteStore:
         pending: list[Operation] = []
 
         def flush() -> None:
-            self._start_checkpointer()  # or the WAL would hold the whole load until the close
-            self._dirty = True
+            self._note_write()  # or the WAL would hold the whole load until the close
             db.execute("BEGIN IMMEDIATE")
             try:
                 next_rowid = db.execute(
