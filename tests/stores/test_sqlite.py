@@ -4,14 +4,16 @@ index boxes rounded outward to float32, and retries when the database is busy.""
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deconfliction.core.audit import next_entry
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import Operation, OperationState
 from deconfliction.geo import Circle, Polygon, Volume
@@ -290,3 +292,202 @@ def test_a_bulk_load_reaches_the_database_file_too(tmp_path: Path) -> None:
         assert _in_database_file(path, "loaded")  # not left in the WAL until the close
     finally:
         store.close()
+
+
+# Schema 4: volumes in their record's row, index entries found again by search ------------------
+
+_AREAS = (
+    Volume.create(Circle.create(10.0, 20.0, 500.0), 0.0, 100.0, T, T + 60.0),
+    Volume.create(Circle.create(10.0, 20.01, 800.0), 50.0, 300.0, T + 30.0, T + 600.0),
+    Volume.create(
+        Polygon.create([(10.0, 179.99), (10.0, -179.99), (10.05, -179.99), (10.05, 179.99)]),
+        0.0,
+        150.0,
+        T,
+        T + 3_600.0,
+    ),  # across the antimeridian: two index boxes
+    Volume.create(Circle.create(-45.0, -70.0, 25_000.0), 0.0, 500.0, T + 7_200.0, T + 9_000.0),
+)
+
+
+def _entries_by_rowid(store: SqliteStore) -> dict[int, int]:
+    rows = store.transact(
+        lambda tx: tx.db.execute(
+            "SELECT op_rowid, count(*) FROM operation_index GROUP BY op_rowid"
+        ).fetchall(),
+        write=False,
+    )
+    return dict(rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.lists(st.sampled_from(range(len(_AREAS))), min_size=1, max_size=3),
+            st.sampled_from(list(OperationState)),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_index_holds_exactly_the_boxes_of_each_live_operations_current_volumes(
+    writes: list[tuple[str, list[int], OperationState]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "store.db", synchronous="OFF", checkpoint_every_s=0)
+        try:
+            current: dict[str, Operation] = {}
+            for revision, (op_id, areas, state) in enumerate(writes, start=1):
+                op = Operation(
+                    op_id,
+                    "alpha",
+                    state,
+                    0,
+                    tuple(_AREAS[i] for i in areas),
+                    f"v{revision}",
+                    revision,
+                    T,
+                    T,
+                )
+                store.transact(lambda tx, op=op: tx.put_operation(op))
+                current[op_id] = op
+            rowids = dict(
+                store.transact(
+                    lambda tx: tx.db.execute("SELECT id, rowid FROM operations").fetchall(),
+                    write=False,
+                )
+            )
+            entries = _entries_by_rowid(store)
+            for op_id, op in current.items():
+                wanted = len(store._ops.boxes(op.volumes)) if op.live else 0
+                assert entries.get(rowids[op_id], 0) == wanted, op_id
+                back = store.transact(lambda tx, i=op_id: tx.get_operation(i), write=False)
+                assert back is not None and _same(back.volumes, op.volumes)
+            for area in _AREAS:
+                found = store.transact(lambda tx, a=area: tx.operation_candidates([a]), write=False)
+                assert {o.id for o in found} == {
+                    i
+                    for i, o in current.items()
+                    if o.live and any(_boxes_overlap(store, area, v) for v in o.volumes)
+                }
+        finally:
+            store.close()
+
+
+def _same(a: tuple[Volume, ...], b: tuple[Volume, ...]) -> bool:
+    """The same volumes, in order (footprints compare by identity, so by their bytes here)."""
+
+    def key(v: Volume) -> tuple[object, ...]:
+        return (v.footprint.to_bytes(), v.altitude_lower_m, v.altitude_upper_m, v.start, v.end)
+
+    return [key(v) for v in a] == [key(v) for v in b]
+
+
+def _boxes_overlap(store: SqliteStore, a: Volume, b: Volume) -> bool:
+    return any(
+        sqlite_store._boxes_meet(x, y) for x in store._ops.boxes([a]) for y in store._ops.boxes([b])
+    )
+
+
+def _schema_3_file(path: Path, op: Operation, sub_volume: Volume) -> float:
+    """A database as schema 3 left it (volumes and index ids in tables of their own), holding
+    one operation and one subscription; returns its epoch."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in sqlite_store._MIGRATIONS[:3]:
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+    epoch = 1_799_996_400.0
+    db.execute("INSERT INTO meta VALUES ('epoch', ?)", (repr(epoch),))
+    db.execute("PRAGMA user_version = 3")
+    spatial = sqlite_store._Spatial("operations", epoch)
+    db.execute(
+        "INSERT INTO operations VALUES (7, ?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+        (op.id, op.owner, op.state.value, op.priority, op.version, op.revision, T, T),
+    )
+    for table, rowid, volumes in (("operation", 7, op.volumes), ("subscription", 3, [sub_volume])):
+        for ord_, v in enumerate(volumes):
+            db.execute(
+                f"INSERT INTO {table}_volumes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rowid,
+                    ord_,
+                    v.footprint.to_bytes(),
+                    v.altitude_lower_m,
+                    v.altitude_upper_m,
+                    v.start,
+                    v.end,
+                ),
+            )
+        for box in spatial.boxes(volumes):
+            cur = db.execute(
+                f"INSERT INTO {table}_index VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*box, rowid),
+            )
+            db.execute(f"INSERT INTO {table}_index_rows VALUES (?, ?)", (rowid, cur.lastrowid))
+    db.execute("INSERT INTO subscriptions VALUES (3, 'sub', 'alpha', 'sv', 4, ?, ?)", (T, T))
+    db.close()
+    return epoch
+
+
+def test_a_schema_3_file_is_migrated_with_its_volumes_and_index_intact(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    op = operation("op", _AREAS[2], _AREAS[0])  # volumes out of index order on purpose
+    epoch = _schema_3_file(path, op, _AREAS[3])
+    store = SqliteStore(path, synchronous="OFF")
+    try:
+        assert (store.schema_version, store.epoch) == (len(sqlite_store._MIGRATIONS), epoch)
+        tables = {
+            r[0] for r in store._connection().execute("SELECT name FROM sqlite_master").fetchall()
+        }
+        assert not tables & {"operation_volumes", "operation_index_rows", "audit_time"}
+        back = store.transact(lambda tx: tx.get_operation("op"), write=False)
+        assert back is not None and _same(back.volumes, op.volumes)
+        sub = store.transact(lambda tx: tx.get_subscription("sub"), write=False)
+        assert sub is not None and _same(sub.volumes, (_AREAS[3],)) and sub.notification_index == 4
+        assert [
+            s.id for s in store.transact(lambda tx: tx.subscription_candidates([_AREAS[3]]))
+        ] == ["sub"]
+        # The entries indexed under schema 3 are found again and moved by the next write.
+        moved = Operation("op", "alpha", OperationState.ACCEPTED, 0, (_AREAS[3],), "v2", 2, T, T)
+        store.transact(lambda tx: tx.put_operation(moved))
+        assert _entries_by_rowid(store) == {7: 1}
+        assert store.transact(lambda tx: tx.operation_candidates([_AREAS[0]]), write=False) == []
+        store.transact(lambda tx: tx.delete_subscription("sub"))
+        assert store.transact(lambda tx: tx.subscription_candidates([_AREAS[3]])) == []
+    finally:
+        store.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 3), min_size=0, max_size=40),
+    st.sets(st.integers(1, 40), max_size=10),
+    st.floats(-1.0, 12.0),
+)
+def test_the_audit_seq_at_a_time_is_found_by_binary_search_as_by_a_scan(
+    steps: list[int], removed: set[int], at: float
+) -> None:
+    """Times never decrease along the log; entries may be missing (a tampered log)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "store.db", synchronous="OFF", checkpoint_every_s=0)
+        try:
+            entries, time = [], 0.0
+            for step in steps:
+                time += step * 0.25
+                entries.append(
+                    next_entry(entries[-1] if entries else None, time, "a", "x", "s", {})
+                )
+            store.transact(lambda tx: [tx.audit_append(e) for e in entries])
+            store.transact(
+                lambda tx: tx.db.executemany(
+                    "DELETE FROM audit_log WHERE seq = ?", [(s,) for s in removed]
+                )
+            )
+            kept = [e for e in entries if e.seq not in removed]
+            wanted = max((e.seq for e in kept if e.time < at), default=0)
+            assert store.transact(lambda tx: tx.audit_seq_at(at), write=False) == wanted
+        finally:
+            store.close()
