@@ -42,9 +42,10 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def counting(self, *reads):
         statements = len(self._queued) + len(reads)
+        cursors = send(self, *reads)  # a send refused before it went (see alone) is no trip
         if statements:
             sent.append(statements)
-        return send(self, *reads)
+        return cursors
 
     monkeypatch.setattr(postgres.PostgresTx, "_send", counting)
     return sent
@@ -71,7 +72,39 @@ def test_a_filing_takes_two_round_trips(pg, round_trips: list[int]) -> None:
     assert round_trips == [4, 3]
     round_trips.clear()
     assert svc.conflicts_for(party, volume(45.0, 7.0)) == []
-    assert len(round_trips) == 2, round_trips  # BEGIN and the search; COMMIT
+    assert round_trips == [1]  # a read of one statement goes alone: no BEGIN, no COMMIT
+
+
+def test_a_read_of_several_statements_runs_again_in_a_transaction_and_begins_so_next_time(
+    pg, round_trips: list[int]
+) -> None:
+    from deconfliction.stores.postgres import PostgresTx
+
+    pg.transact(lambda tx: tx.add_party(Party("a", "alpha", T)))
+    pg.transact(lambda tx: tx.add_party(Party("b", "bravo", T)))
+
+    def two_reads(tx: PostgresTx) -> tuple[object, object]:
+        return tx.get_party("a"), tx.get_party("b")
+
+    round_trips.clear()
+    first = pg.transact(two_reads, write=False)
+    assert [p.name for p in first] == ["alpha", "bravo"]
+    # Alone, then again from the start: BEGIN with the first read, the second, COMMIT.
+    assert round_trips == [1, 2, 1, 1]
+    round_trips.clear()
+    assert pg.transact(two_reads, write=False) == first
+    assert round_trips == [2, 1, 1]  # remembered: the transaction begins at once
+
+
+def test_a_write_in_a_read_transaction_never_goes_alone(pg) -> None:
+    import psycopg
+
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        pg.transact(lambda tx: tx.add_event("a", "note", T, {}), write=False)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        pg.transact(lambda tx: tx.add_party(Party("c", "charlie", T)), write=False)
+    assert pg.transact(lambda tx: tx.events_after("a", 0, 10), write=False) == []
+    assert pg.transact(lambda tx: tx.list_parties(), write=False) == []
 
 
 def test_a_failed_statement_sent_late_raises_its_own_error(pg, url: str) -> None:

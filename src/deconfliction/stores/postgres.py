@@ -883,6 +883,14 @@ class PostgresTx(SharedTx):
 
     ``conn`` hands out the connection for statements of one's own: what is queued is sent first,
     and the reads ahead are not used again in this transaction.
+
+    A read transaction may be tried *alone* (``alone=True``): its one statement goes out with no
+    BEGIN and no COMMIT, one round trip instead of two. One statement reads one snapshot, and
+    the writers commit one after another (the table lock), so what it sees is the state after
+    some writer, as in a transaction of its own (on CockroachDB, which has no such lock, every
+    statement is a serializable transaction anyway). A second statement (or a write, or the
+    connection asked for after a statement) raises :class:`_NeedsTransaction`: the store then
+    runs the function again in a transaction, and remembers to do so from the start next time.
     """
 
     def __init__(
@@ -893,12 +901,18 @@ class PostgresTx(SharedTx):
         *,
         begin: Sequence[str] = (),
         write: bool = False,
+        alone: bool = False,
     ) -> None:
         self._conn = conn
+        self._begin = begin
+        self._alone = alone and not write
+        self._sent_alone = False
         self._query_cells = query_cells
         self._recent = recent if recent is not None else RecentOperations()
         self._last_event_id = 0
-        self._queued: list[_Statement | _Combined] = [(sql, None) for sql in begin]
+        self._queued: list[_Statement | _Combined] = (
+            [] if self._alone else [(sql, None) for sql in begin]
+        )
         self.answered = not begin
         """Whether the server has answered in this transaction (so its BEGIN went through)."""
         self._write = write
@@ -909,6 +923,11 @@ class PostgresTx(SharedTx):
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
+        if self._alone:
+            if self._sent_alone or self._queued:
+                raise _NeedsTransaction
+            self._alone = False  # nothing went out yet: begin here after all
+            self._queued = [(sql, None) for sql in self._begin]
         self._send()
         self._look_ahead = False
         self._forget(subscriptions=True, liveness=True, audit=True)
@@ -920,6 +939,19 @@ class PostgresTx(SharedTx):
 
     def _send(self, *reads: _Statement) -> list[psycopg.Cursor[Any]]:
         """Send what is queued, then ``reads``, in one round trip; the reads' cursors."""
+        if self._alone:
+            if not reads:
+                if self._queued:
+                    raise _NeedsTransaction
+                return []
+            sql = reads[0][0]
+            if self._queued or self._sent_alone or len(reads) > 1 or not _is_select(sql):
+                # Only a plain SELECT may go alone: a write must meet the READ ONLY transaction.
+                raise _NeedsTransaction
+            self._sent_alone = True
+            cursor = self._conn.execute(*reads[0])
+            self.answered = True
+            return [cursor]
         statements = [
             *(q.statement() if isinstance(q, _Combined) else q for q in self._queued),
             *reads,
@@ -939,6 +971,10 @@ class PostgresTx(SharedTx):
         return self._send((sql, params))[0]
 
     def commit(self) -> None:
+        if self._alone:
+            if self._queued:  # a write in a read transaction: let the transaction refuse it
+                raise _NeedsTransaction
+            return
         if self._write and not self.answered:
             # A write's COMMIT goes out only on a connection that has answered: if it dies
             # before, the transaction surely did not commit and may run again (see _run).
@@ -1345,6 +1381,14 @@ commit), which may have committed: that one is Unavailable, and the client decid
 _UNIQUE_RETRIES: Final = 2
 
 
+def _is_select(sql: Any) -> bool:
+    return isinstance(sql, str) and sql.lstrip()[:7].upper() == "SELECT "
+
+
+class _NeedsTransaction(Exception):
+    """A read tried alone issued more than one statement: run it again in a transaction."""
+
+
 class _StaleConnection(Exception):
     """A pooled connection that died while idle: nothing took effect on it, so take another."""
 
@@ -1393,6 +1437,9 @@ class PostgresStore:
             queue_writers = "cockroach" not in conninfo.lower() and "26257" not in conninfo
         self._turns = Turns()
         self._recent = RecentOperations()
+        self._in_transaction: set[Any] = set()
+        """Code of read functions that issued more than one statement: they begin a transaction
+        at once (the others are tried alone: see PostgresTx)."""
         self.queue_writers = queue_writers
         """Make write transactions queue on a table lock before their snapshot (PostgreSQL).
 
@@ -1425,11 +1472,17 @@ class PostgresStore:
 
     def _transact(self, fn: Callable[[PostgresTx], T], *, write: bool) -> T:
         begin = "BEGIN ISOLATION LEVEL SERIALIZABLE" + ("" if write else " READ ONLY")
+        code = getattr(fn, "__code__", None)
+        alone = not write and code is not None and code not in self._in_transaction
         unique_violations = 0
         for attempt in range(self.max_attempts):
             try:
                 with self._pool.connection() as conn:
-                    return self._run(conn, begin, fn)
+                    return self._run(conn, begin, fn, alone=alone)
+            except _NeedsTransaction:
+                self._in_transaction.add(code)
+                alone = False
+                continue
             except _RETRYABLE:
                 pass
             except pg_errors.UniqueViolation:
@@ -1453,14 +1506,23 @@ class PostgresStore:
             time.sleep(random.uniform(0.0, min(0.25, 0.002 * 2**attempt)))
         raise Unavailable("The database is busy; retry shortly.")
 
-    def _run(self, conn: psycopg.Connection[Any], begin: str, fn: Callable[[PostgresTx], T]) -> T:
+    def _run(
+        self,
+        conn: psycopg.Connection[Any],
+        begin: str,
+        fn: Callable[[PostgresTx], T],
+        *,
+        alone: bool = False,
+    ) -> T:
         write = "READ ONLY" not in begin
         statements = [begin]
         if write and self.queue_writers:
             # Taken before the first query, so the snapshot comes after the wait.
             statements.append("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
         # Both go out with the transaction's first read (see PostgresTx).
-        tx = PostgresTx(conn, self.query_cells, self._recent, begin=statements, write=write)
+        tx = PostgresTx(
+            conn, self.query_cells, self._recent, begin=statements, write=write, alone=alone
+        )
         try:
             result = fn(tx)
             tx.commit()
