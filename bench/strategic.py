@@ -867,9 +867,9 @@ def pg_counting_store(conninfo: str, **kwargs: Any) -> Any:
             self.lost = {"serialization": 0, "deadlock": 0, "unique": 0}
             self._count_lock = threading.Lock()
 
-        def _run(self, conn: Any, begin: str, fn: Callable[[Any], Any]) -> Any:
+        def _run(self, conn: Any, begin: str, fn: Callable[[Any], Any], **kw: Any) -> Any:
             try:
-                return super()._run(conn, begin, fn)
+                return super()._run(conn, begin, fn, **kw)
             except pg_errors.SerializationFailure:
                 self._count("serialization")
                 raise
