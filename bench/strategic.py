@@ -1262,7 +1262,8 @@ def pg_bench_queries(
             t = now()
             params, w = pgs._OPS.probe_params(q, store.query_cells)
             t1 = now()
-            rows = tx.conn.execute(op_sql[w], {**params, "exclude": ""}).fetchall()
+            # As operation_candidates sends it: one SELECT goes alone (no BEGIN, no COMMIT).
+            rows = tx._read(op_sql[w], {**params, "exclude": ""}).fetchall()
             t2 = now()
             ops = [pgs._operation(r) for r in rows]
             t3 = now()
