@@ -188,3 +188,22 @@ def test_array_parameters_reach_the_server_exactly(url: str) -> None:
     assert row[0] == big and row[1] == [1, -2, 32767] and row[2] == [7, -(2**31)]
     assert [float(x).hex() for x in row[3]] == [x.hex() for x in floats]
     assert row[4] == []
+
+
+def test_a_read_that_catches_exceptions_still_gets_its_whole_answer(pg) -> None:
+    from deconfliction.stores.postgres import PostgresTx
+
+    pg.transact(
+        lambda tx: [tx.add_party(Party("a", "alpha", T)), tx.add_party(Party("b", "bravo", T))]
+    )
+
+    def careful(tx: PostgresTx) -> tuple[object, object]:
+        first = tx.get_party("a")
+        try:
+            second = tx.get_party("b")
+        except Exception:  # the point: this must not swallow the store's retry
+            second = None
+        return first, second
+
+    first, second = pg.transact(careful, write=False)
+    assert first is not None and second is not None and second.name == "bravo"

@@ -1385,8 +1385,11 @@ def _is_select(sql: Any) -> bool:
     return isinstance(sql, str) and sql.lstrip()[:7].upper() == "SELECT "
 
 
-class _NeedsTransaction(Exception):
-    """A read tried alone issued more than one statement: run it again in a transaction."""
+class _NeedsTransaction(BaseException):
+    """A read tried alone issued more than one statement: run it again in a transaction.
+
+    A BaseException, like GeneratorExit: a function that catches ``Exception`` around its reads
+    must not swallow it and go on with half an answer."""
 
 
 class _StaleConnection(Exception):
