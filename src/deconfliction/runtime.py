@@ -93,7 +93,7 @@ class Runtime:
         return Duties(
             self.hotline,
             self.audit,
-            WebhookDelivery(self.store, post or http_post()),
+            WebhookDelivery(self.store, post or http_post(), settle_later=True),
             tactical=TacticalMonitor(self.store, self.tracks.settings),
         )
 

@@ -175,3 +175,91 @@ def test_a_process_stopping_cleanly_hands_its_leases_over_at_once(setup, clock: 
     assert [e["id"] for body in got for e in json.loads(body)["events"]] == [
         e.id for e in strategic.events(red)
     ]
+
+
+# Settling later: the pass does not wait for the cursor's write -----------------------------
+
+
+def _ids(bodies: list[bytes]) -> list[int]:
+    return [e["id"] for body in bodies for e in json.loads(body)["events"]]
+
+
+def _cursor(store: Store, party: str):
+    return store.transact(lambda tx: tx.get_webhook_cursor(party), write=False)
+
+
+def test_a_pass_before_the_last_one_is_settled_sends_nothing_twice(setup, clock: Clock) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    got: list[bytes] = []
+    a = WebhookDelivery(
+        hotline.store, lambda u, b, h: got.append(b) or 200, clock, owner="a", settle_later=True
+    )
+    for i in range(3):
+        hotline.send(blue, [red], MessageKind.TEXT, f"m{i}")
+    assert a.deliver_once() == 3
+    assert _cursor(hotline.store, red).delivered == 0  # not written yet
+    hotline.send(blue, [red], MessageKind.TEXT, "m3")
+    assert a.deliver_once() == 1  # only the new one: the process remembers how far it got
+    assert a.deliver_once() == 0
+    expected = [e.id for e in strategic.events(red)]
+    assert _ids(got) == expected
+    assert a.flush() == 1
+    assert _cursor(hotline.store, red).delivered == expected[-1]
+    assert a.flush() == 0
+
+
+def test_failures_are_settled_at_once_even_when_successes_wait(
+    setup, receiver: Receiver, clock: Clock
+) -> None:
+    _, hotline, blue, red = setup
+    hotline.configure(red, webhook_url=receiver.url)
+    hotline.send(blue, [red], MessageKind.TEXT, "hello")
+    a = WebhookDelivery(hotline.store, http_post(), clock, owner="a", settle_later=True)
+    assert a.deliver_once() == 0  # a 500
+    cursor = _cursor(hotline.store, red)
+    assert (cursor.attempts, cursor.last_error) == (1, "HTTP 500")
+    assert cursor.next_attempt_at > clock()  # backing off, recorded now
+    assert a.deliver_once() == 0 and len(receiver.requests) == 1
+
+
+def test_events_a_dead_process_never_settled_are_sent_again_with_the_same_ids(
+    setup, clock: Clock
+) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    hotline.send(blue, [red], MessageKind.TEXT, "hello")
+    first: list[bytes] = []
+    second: list[bytes] = []
+    a = WebhookDelivery(
+        hotline.store, lambda u, b, h: first.append(b) or 200, clock, owner="a", settle_later=True
+    )
+    b = WebhookDelivery(
+        hotline.store, lambda u, b, h: second.append(b) or 200, clock, owner="b", settle_later=True
+    )
+    assert a.deliver_once() == 1  # then the process dies before its flush
+    assert b.deliver_once() == 0  # a's lease still holds
+    clock.advance(31)
+    assert b.deliver_once() == 1
+    assert _ids(second) == _ids(first) == [e.id for e in strategic.events(red)]  # at least once
+    assert a.flush() == 0  # a's late flush finds b's lease and leaves the cursor to b
+    assert b.flush() == 1
+    assert a.deliver_once() == 0  # nor does a send again while b holds the party
+
+
+def test_a_clean_stop_settles_before_it_hands_the_leases_over(setup, clock: Clock) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    hotline.send(blue, [red], MessageKind.TEXT, "one")
+    got: list[bytes] = []
+    a = WebhookDelivery(
+        hotline.store, lambda u, b, h: got.append(b) or 200, clock, owner="a", settle_later=True
+    )
+    assert a.deliver_once() == 1
+    a.release()
+    hotline.send(blue, [red], MessageKind.TEXT, "two")
+    b = WebhookDelivery(
+        hotline.store, lambda u, b, h: got.append(b) or 200, clock, owner="b", settle_later=True
+    )
+    assert b.deliver_once() == 1  # only "two": "one" was settled by a's release
+    assert _ids(got) == [e.id for e in strategic.events(red)]

@@ -36,6 +36,7 @@ class Duties:
     audit: AuditLog
     webhooks: WebhookDelivery
     webhook_every_s: float = 0.02
+    webhook_settle_every_s: float = 0.05
     escalate_every_s: float = 1.0
     liveness_every_s: float = 5.0
     seal_every_s: float = 60.0
@@ -46,6 +47,7 @@ class Duties:
     def duties(self) -> list[Duty]:
         return [
             Duty("webhooks", self.webhook_every_s, self.webhooks.deliver_once),
+            Duty("webhook-settle", self.webhook_settle_every_s, self.webhooks.flush),
             Duty("escalation", self.escalate_every_s, self.hotline.escalate_due),
             Duty("liveness", self.liveness_every_s, self.hotline.check_liveness),
             Duty("seal", self.seal_every_s, self.audit.seal_now),
@@ -74,9 +76,12 @@ class Duties:
         duties = self.duties()
         # Webhooks wait on other parties' servers: they get a thread of their own, so a slow
         # receiver can delay only its own deliveries, never the tactical cycle or escalation.
+        # Their cursors are written in a third (WebhookDelivery.settle_later), so that a pass
+        # never waits for that write before the next one.
+        own = ("webhooks", "webhook-settle")
         groups = {
-            "webhooks": [d for d in duties if d.name == "webhooks"],
-            "duties": [d for d in duties if d.name != "webhooks"],
+            **{name: [d for d in duties if d.name == name] for name in own},
+            "duties": [d for d in duties if d.name not in own],
         }
         for name, group in groups.items():
 

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -85,20 +86,32 @@ class WebhookDelivery:
     lease_s: float = 30.0
     batch: int = 100
     parallel: int = 8
+    settle_later: bool = False
+    """Record successful deliveries in the store later, in :meth:`flush` (another thread's
+    duty), instead of at the end of each pass: the next pass need not wait for a write. Until
+    then this process remembers how far it got for the parties whose leases it holds, so it
+    sends nothing twice; if it dies first, the next owner sends those events again, same ids."""
     _pool: ThreadPoolExecutor | None = None
+    _posted: dict[str, int] = field(default_factory=dict)
+    """Per party whose lease this process holds: the last event id a receiver acknowledged."""
+    _unsettled: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per party: the last acknowledged event id and when, not yet written to its cursor."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def deliver_once(self) -> int:
         """One pass over every party with pending events; returns events delivered.
 
         Three transactions per pass, however many parties are due: claim (a write, skipped
-        while every lease we need is ours and fresh), POST in parallel, settle (one write).
+        while every lease we need is ours and fresh), POST in parallel, settle (one write; with
+        ``settle_later``, only for failures, the successes being left to :meth:`flush`).
         """
         now = self.clock()
         backlog = self.store.transact(lambda tx: tx.webhook_backlog(), write=False)
+        sent = self._sent_so_far(backlog, now)
         due = [
             (settings, cursor)
             for settings, cursor, latest in backlog
-            if latest > (cursor.delivered if cursor else 0)
+            if latest > max(sent.get(settings.party_id, 0), cursor.delivered if cursor else 0)
             and (cursor is None or cursor.next_attempt_at <= now)
             and (
                 cursor is None
@@ -126,7 +139,8 @@ class WebhookDelivery:
                     tx.put_webhook_cursor(
                         replace(cursor, lease_owner=self.owner, lease_until=now + self.lease_s)
                     )
-                events = tx.events_after(party, cursor.delivered, self.batch)
+                after = sent.get(party, cursor.delivered) if cursor.lease_owner == self.owner else 0
+                events = tx.events_after(party, max(cursor.delivered, after), self.batch)
                 if events:
                     out.append((settings, events))
             return out
@@ -141,38 +155,105 @@ class WebhookDelivery:
                 self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="webhook")
             outcomes = list(self._pool.map(lambda item: self._post(*item), batches))
         done = self.clock()
+        delivered = 0
+        if self.settle_later:
+            with self._lock:
+                for (settings, events), error in zip(batches, outcomes, strict=True):
+                    if error is None:
+                        party = settings.party_id
+                        self._posted[party] = events[-1].id
+                        self._unsettled[party] = (events[-1].id, done)
+                        delivered += len(events)
+            failed = [(b, e) for b, e in zip(batches, outcomes, strict=True) if e is not None]
+            if failed:
+                self.store.transact(lambda tx: self._settle(tx, failed, done))
+            return delivered
+        return self.store.transact(
+            lambda tx: self._settle(tx, list(zip(batches, outcomes, strict=True)), done)
+        )
+
+    def _sent_so_far(self, backlog: list[Any], now: float) -> dict[str, int]:
+        """How far this process got, per party whose lease it still holds (its own memory
+        wins over a cursor not yet settled); parties it no longer holds are forgotten."""
+        with self._lock:
+            for settings, cursor, _ in backlog:
+                party = settings.party_id
+                ours = cursor is not None and cursor.lease_owner == self.owner
+                if party in self._posted and not (ours and cursor.lease_until > now):
+                    del self._posted[party]
+            return dict(self._posted)
+
+    def _settle(
+        self,
+        tx: Tx,
+        outcomes: list[tuple[tuple[PartySettings, list[Any]], str | None]],
+        done: float,
+    ) -> int:
+        delivered = 0
+        for (settings, events), error in outcomes:
+            current = tx.get_webhook_cursor(settings.party_id)
+            if current is None or current.lease_owner != self.owner:
+                continue  # our lease ran out and someone else took over: they redeliver
+            if error is None:
+                tx.put_webhook_cursor(
+                    replace(
+                        current,
+                        delivered=max(current.delivered, events[-1].id),
+                        attempts=0,
+                        next_attempt_at=0.0,
+                        last_error=None,
+                        lease_until=done + self.lease_s,
+                    )
+                )
+                delivered += len(events)
+                continue
+            attempts = current.attempts + 1
+            tx.put_webhook_cursor(
+                replace(
+                    current,
+                    attempts=attempts,
+                    last_error=error,
+                    next_attempt_at=done + backoff_s(attempts),
+                )
+            )
+        return delivered
+
+    def flush(self) -> int:
+        """Write the deliveries ``settle_later`` left unsettled to their cursors (one write);
+        returns how many parties' cursors moved. On failure they stay for the next flush."""
+        with self._lock:
+            unsettled, self._unsettled = self._unsettled, {}
+        if not unsettled:
+            return 0
 
         def settle(tx: Tx) -> int:
-            delivered = 0
-            for (settings, events), error in zip(batches, outcomes, strict=True):
-                current = tx.get_webhook_cursor(settings.party_id)
+            moved = 0
+            for party, (last, done) in unsettled.items():
+                current = tx.get_webhook_cursor(party)
                 if current is None or current.lease_owner != self.owner:
-                    continue  # our lease ran out and someone else took over: they redeliver
-                if error is None:
+                    continue  # the lease went elsewhere: the new owner sends them again
+                if last > current.delivered:
                     tx.put_webhook_cursor(
                         replace(
                             current,
-                            delivered=events[-1].id,
+                            delivered=last,
                             attempts=0,
                             next_attempt_at=0.0,
                             last_error=None,
                             lease_until=done + self.lease_s,
                         )
                     )
-                    delivered += len(events)
-                    continue
-                attempts = current.attempts + 1
-                tx.put_webhook_cursor(
-                    replace(
-                        current,
-                        attempts=attempts,
-                        last_error=error,
-                        next_attempt_at=done + backoff_s(attempts),
-                    )
-                )
-            return delivered
+                    moved += 1
+            return moved
 
-        return self.store.transact(settle)
+        try:
+            return self.store.transact(settle)
+        except BaseException:
+            with self._lock:
+                for party, (last, done) in unsettled.items():
+                    if self._unsettled.get(party, (0, 0.0))[0] < last:
+                        self._unsettled[party] = (last, done)
+            raise
 
     def _post(self, settings: PartySettings, events: list[Any]) -> str | None:
         """POST one batch; the error, or None on a 2xx."""
@@ -194,7 +275,8 @@ class WebhookDelivery:
 
     def release(self) -> None:
         """Give back this process's leases (on a clean stop), so delivery goes on elsewhere at
-        once instead of after the leases run out."""
+        once instead of after the leases run out; what it delivered is settled first."""
+        self.flush()
 
         def release(tx: Tx) -> None:
             for _, cursor, _ in tx.webhook_backlog():
@@ -202,6 +284,8 @@ class WebhookDelivery:
                     tx.put_webhook_cursor(replace(cursor, lease_owner=None, lease_until=0.0))
 
         self.store.transact(release)
+        with self._lock:
+            self._posted.clear()
 
     def close(self) -> None:
         if self._pool is not None:
