@@ -263,3 +263,20 @@ def test_a_clean_stop_settles_before_it_hands_the_leases_over(setup, clock: Cloc
     )
     assert b.deliver_once() == 1  # only "two": "one" was settled by a's release
     assert _ids(got) == [e.id for e in strategic.events(red)]
+
+
+def test_a_failure_after_an_unsettled_success_keeps_its_backoff(setup, clock: Clock) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    answers = [200, 500]
+    a = WebhookDelivery(
+        hotline.store, lambda u, b, h: answers.pop(0), clock, owner="a", settle_later=True
+    )
+    hotline.send(blue, [red], MessageKind.TEXT, "one")
+    assert a.deliver_once() == 1  # acknowledged, not settled yet
+    hotline.send(blue, [red], MessageKind.TEXT, "two")
+    assert a.deliver_once() == 0  # the receiver fails now
+    a.flush()
+    cursor = _cursor(hotline.store, red)
+    assert cursor.delivered == strategic.events(red)[0].id  # "one" is recorded with the failure
+    assert cursor.attempts == 1 and cursor.next_attempt_at > clock()  # and the backoff stays

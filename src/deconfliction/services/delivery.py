@@ -166,7 +166,15 @@ class WebhookDelivery:
                         delivered += len(events)
             failed = [(b, e) for b, e in zip(batches, outcomes, strict=True) if e is not None]
             if failed:
-                self.store.transact(lambda tx: self._settle(tx, failed, done))
+                # A failure is recorded now, with its backoff, and with it what was acknowledged
+                # before it for that party: a later flush must not clear the backoff.
+                with self._lock:
+                    earlier = {
+                        p: self._unsettled.pop(p)[0]
+                        for (s, _), _ in failed
+                        if (p := s.party_id) in self._unsettled
+                    }
+                self.store.transact(lambda tx: self._settle(tx, failed, done, earlier))
             return delivered
         return self.store.transact(
             lambda tx: self._settle(tx, list(zip(batches, outcomes, strict=True)), done)
@@ -188,12 +196,19 @@ class WebhookDelivery:
         tx: Tx,
         outcomes: list[tuple[tuple[PartySettings, list[Any]], str | None]],
         done: float,
+        acknowledged: dict[str, int] | None = None,
     ) -> int:
+        """Record each batch's outcome on its party's cursor; ``acknowledged``: per party, how
+        far earlier, not yet settled batches got (``settle_later``)."""
         delivered = 0
         for (settings, events), error in outcomes:
             current = tx.get_webhook_cursor(settings.party_id)
             if current is None or current.lease_owner != self.owner:
                 continue  # our lease ran out and someone else took over: they redeliver
+            if acknowledged and settings.party_id in acknowledged:
+                current = replace(
+                    current, delivered=max(current.delivered, acknowledged[settings.party_id])
+                )
             if error is None:
                 tx.put_webhook_cursor(
                     replace(
