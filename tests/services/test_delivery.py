@@ -280,3 +280,24 @@ def test_a_failure_after_an_unsettled_success_keeps_its_backoff(setup, clock: Cl
     cursor = _cursor(hotline.store, red)
     assert cursor.delivered == strategic.events(red)[0].id  # "one" is recorded with the failure
     assert cursor.attempts == 1 and cursor.next_attempt_at > clock()  # and the backoff stays
+
+
+def test_acknowledgements_a_failed_flush_could_not_record_wait_for_the_next(
+    setup, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strategic, hotline, blue, red = setup
+    hotline.configure(red, webhook_url="http://x/a")
+    a = WebhookDelivery(hotline.store, lambda u, b, h: 200, clock, owner="a", settle_later=True)
+    hotline.send(blue, [red], MessageKind.TEXT, "one")
+    assert a.deliver_once() == 1
+    real = hotline.store.transact
+
+    def down(fn, **kwargs):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(hotline.store, "transact", down)
+    with pytest.raises(RuntimeError):
+        a.flush()
+    monkeypatch.setattr(hotline.store, "transact", real)
+    assert a.flush() == 1
+    assert _cursor(hotline.store, red).delivered == strategic.events(red)[0].id

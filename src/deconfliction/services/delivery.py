@@ -174,7 +174,11 @@ class WebhookDelivery:
                         for (s, _), _ in failed
                         if (p := s.party_id) in self._unsettled
                     }
-                self.store.transact(lambda tx: self._settle(tx, failed, done, earlier))
+                try:
+                    self.store.transact(lambda tx: self._settle(tx, failed, done, earlier))
+                except BaseException:
+                    self._keep_unsettled({p: (last, done) for p, last in earlier.items()})
+                    raise
             return delivered
         return self.store.transact(
             lambda tx: self._settle(tx, list(zip(batches, outcomes, strict=True)), done)
@@ -264,11 +268,15 @@ class WebhookDelivery:
         try:
             return self.store.transact(settle)
         except BaseException:
-            with self._lock:
-                for party, (last, done) in unsettled.items():
-                    if self._unsettled.get(party, (0, 0.0))[0] < last:
-                        self._unsettled[party] = (last, done)
+            self._keep_unsettled(unsettled)
             raise
+
+    def _keep_unsettled(self, unsettled: dict[str, tuple[int, float]]) -> None:
+        """Put back acknowledgements a failed write did not record, for the next flush."""
+        with self._lock:
+            for party, (last, done) in unsettled.items():
+                if self._unsettled.get(party, (0, 0.0))[0] < last:
+                    self._unsettled[party] = (last, done)
 
     def _post(self, settings: PartySettings, events: list[Any]) -> str | None:
         """POST one batch; the error, or None on a 2xx."""
