@@ -76,29 +76,32 @@ def event_time(iso: str) -> float:
 WATCH_EVERY_S = 0.002
 
 
-def watch_commits(db: str, every_s: float, stop: Any, out: str) -> None:
+def watch_commits(db: str, every_s: float, ready: Any, stop: Any, out: str) -> None:
     """A process of its own: when each event id became visible in the service's SQLite file
     (a read-only connection asks for new ids every ``every_s``). An event first seen by the read
-    that began at ``t`` was committed before ``t`` and after the read before it began, at ``t0``;
-    its time here is ``t0``, so arrival minus it is commit -> arrival plus at most one poll
-    (never less than the truth)."""
+    that began at ``t`` was committed before ``t`` and after the last read that did not see it
+    began, at ``t0``; its time here is ``t0``, so arrival minus it is commit -> arrival plus at
+    most one poll (never less than the truth). Events already there at the first read are left
+    out: when they were committed is not known."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
-    last, seen, gaps = 0, [], []
+    query = "SELECT id FROM events WHERE id > ? ORDER BY id"
     previous = wall()
+    last = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+    seen: list[tuple[int, float]] = []
+    gaps: list[float] = []
+    ready.set()
     while not stop.is_set():
+        time.sleep(every_s)
         began = wall()
         try:
-            rows = conn.execute(
-                "SELECT id FROM events WHERE id > ? ORDER BY id", (last,)
-            ).fetchall()
-        except sqlite3.OperationalError:  # busy for a moment: the next poll sees it
-            rows = []
+            rows = conn.execute(query, (last,)).fetchall()
+        except sqlite3.OperationalError:  # busy for a moment: the next read counts from before
+            continue
         seen.extend((row[0], previous) for row in rows)
         if rows:
             last = rows[-1][0]
         gaps.append(began - previous)
         previous = began
-        time.sleep(every_s)
     conn.close()
     Path(out).write_bytes(orjson.dumps({"seen": seen, "gaps": gaps}))
 
@@ -109,15 +112,21 @@ class CommitWatcher:
     def __init__(self, db: Path, out: Path) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.out = out
+        self.ready = ctx.Event()
         self.stop = ctx.Event()
         self.proc = ctx.Process(
-            target=watch_commits, args=(str(db), WATCH_EVERY_S, self.stop, str(out)), daemon=True
+            target=watch_commits,
+            args=(str(db), WATCH_EVERY_S, self.ready, self.stop, str(out)),
+            daemon=True,
         )
         self.seen: dict[int, float] = {}
         self.gaps: list[float] = []
 
     def start(self) -> None:
+        """Start watching; returns once the first read is done."""
         self.proc.start()
+        if not self.ready.wait(60):
+            raise RuntimeError("the commit watcher did not start")
 
     def finish(self) -> None:
         self.stop.set()
@@ -493,7 +502,7 @@ async def _measure(
         raise RuntimeError(f"{len(broken)} streams failed: {broken[0]}")
     await asyncio.sleep(1.0)  # every stream subscribed and idle; the webhook loop idle too
     watcher = CommitWatcher(db, db.parent / "commits.json")
-    watcher.start()
+    await asyncio.to_thread(watcher.start)
 
     rng = random.Random(args.seed)
     lag: list[float] = []
