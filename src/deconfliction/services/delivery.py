@@ -139,8 +139,8 @@ class WebhookDelivery:
                     tx.put_webhook_cursor(
                         replace(cursor, lease_owner=self.owner, lease_until=now + self.lease_s)
                     )
-                after = sent.get(party, cursor.delivered) if cursor.lease_owner == self.owner else 0
-                events = tx.events_after(party, max(cursor.delivered, after), self.batch)
+                after = max(cursor.delivered, sent.get(party, 0))  # ``sent``: leases we hold
+                events = tx.events_after(party, after, self.batch)
                 if events:
                     out.append((settings, events))
             return out

@@ -26,12 +26,20 @@ _VOLUME: Final = struct.Struct("<4dI")
 
 def encode_volumes(volumes: Sequence[Volume]) -> bytes:
     """One blob holding ``volumes`` in order, exact to the bit (float64 throughout)."""
+    return encode_stored(
+        [
+            (v.altitude_lower_m, v.altitude_upper_m, v.start, v.end, v.footprint.to_bytes())
+            for v in volumes
+        ]
+    )
+
+
+def encode_stored(volumes: Sequence[tuple[float, float, float, float, bytes]]) -> bytes:
+    """The same blob from each volume's altitude band, time window and footprint bytes (as
+    :meth:`Footprint.to_bytes` made them), without decoding a footprint: for migrations."""
     parts = [_HEAD.pack(b"V", FORMAT_VERSION, len(volumes))]
-    for v in volumes:
-        footprint = v.footprint.to_bytes()
-        parts.append(
-            _VOLUME.pack(v.altitude_lower_m, v.altitude_upper_m, v.start, v.end, len(footprint))
-        )
+    for lo, hi, start, end, footprint in volumes:
+        parts.append(_VOLUME.pack(lo, hi, start, end, len(footprint)))
         parts.append(footprint)
     return b"".join(parts)
 

@@ -36,7 +36,8 @@ from deconfliction.core.model import (
     TacticalLease,
     TrackReport,
 )
-from deconfliction.geo import Volume, footprint_from_bytes
+from deconfliction.geo import Volume
+from deconfliction.stores.codec import decode_volumes, encode_stored, encode_volumes
 from deconfliction.stores.shared import RecentOperations, SharedTx, _track_row, event_json
 from deconfliction.stores.turns import Turns
 
@@ -220,19 +221,20 @@ _MIGRATIONS: list[str] = [
     );
     """,
     # 4: fewer pages per write (12 -> 9 for a filing; every page is a WAL frame to sync):
-    # volumes live in their record's row (packed, see _pack_volumes), an index entry is found
+    # (X'560100000000' is stores.codec's empty list of volumes)
+    # volumes live in their record's row (stores.codec, as on PostgreSQL), an index entry is found
     # again by searching the index with its record's volumes instead of through a table of
     # index ids, and the audit log is searched by time through its seq (times never decrease).
     """
-    ALTER TABLE operations ADD COLUMN volumes BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE operations ADD COLUMN volumes BLOB NOT NULL DEFAULT X'560100000000';
     UPDATE operations SET volumes = coalesce((SELECT pack_volumes(ord, footprint, alt_lo,
-        alt_hi, t_start, t_end) FROM operation_volumes WHERE op_rowid = operations.rowid), x'');
+        alt_hi, t_start, t_end) FROM operation_volumes WHERE op_rowid = operations.rowid), X'560100000000');
     DROP TABLE operation_volumes;
     DROP TABLE operation_index_rows;
-    ALTER TABLE subscriptions ADD COLUMN volumes BLOB NOT NULL DEFAULT x'';
+    ALTER TABLE subscriptions ADD COLUMN volumes BLOB NOT NULL DEFAULT X'560100000000';
     UPDATE subscriptions SET volumes = coalesce((SELECT pack_volumes(ord, footprint, alt_lo,
         alt_hi, t_start, t_end) FROM subscription_volumes WHERE op_rowid = subscriptions.rowid),
-        x'');
+        X'560100000000');
     DROP TABLE subscription_volumes;
     DROP TABLE subscription_index_rows;
     DROP INDEX audit_time;
@@ -244,36 +246,10 @@ _OP_COLUMNS = (
 )
 _SUB_COLUMNS = "rowid, id, owner, version, notification_index, created_at, updated_at, volumes"
 
-_VOLUME_HEAD = struct.Struct("<4dI")
-"""A packed volume: altitude band, time window, then its footprint's stored bytes (length)."""
-
-
-def _pack_volumes(volumes: Sequence[Volume]) -> bytes:
-    """A record's volumes as one value of its row (read back with :func:`_unpack_volumes`)."""
-    parts = []
-    for v in volumes:
-        blob = v.footprint.to_bytes()
-        parts.append(
-            _VOLUME_HEAD.pack(v.altitude_lower_m, v.altitude_upper_m, v.start, v.end, len(blob))
-        )
-        parts.append(blob)
-    return b"".join(parts)
-
-
-def _unpack_volumes(blob: bytes) -> list[Volume]:
-    out = []
-    offset, size, head = 0, len(blob), _VOLUME_HEAD.size
-    while offset < size:
-        lo, hi, t0, t1, n = _VOLUME_HEAD.unpack_from(blob, offset)
-        offset += head
-        out.append(Volume(footprint_from_bytes(blob[offset : offset + n]), lo, hi, t0, t1))
-        offset += n
-    return out
-
 
 class _PackVolumes:
     """SQL aggregate ``pack_volumes(ord, footprint, alt_lo, alt_hi, t_start, t_end)``: the
-    volume rows of schema 3 packed as schema 4 keeps them (migration 4)."""
+    volume rows of schema 3 as the one blob schema 4 keeps (``stores.codec``, migration 4)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, bytes, float, float, float, float]] = []
@@ -282,10 +258,8 @@ class _PackVolumes:
         self.rows.append((ord_, footprint, lo, hi, t0, t1))
 
     def finalize(self) -> bytes:
-        parts = []
-        for _, footprint, lo, hi, t0, t1 in sorted(self.rows, key=lambda r: r[0]):
-            parts += [_VOLUME_HEAD.pack(lo, hi, t0, t1, len(footprint)), bytes(footprint)]
-        return b"".join(parts)
+        rows = sorted(self.rows, key=lambda r: r[0])
+        return encode_stored([(lo, hi, t0, t1, bytes(fp)) for _, fp, lo, hi, t0, t1 in rows])
 
 
 _F32 = struct.Struct("<f")
@@ -377,7 +351,7 @@ class _Spatial:
         if old is not None and was_indexed:
             if indexed and old == new_packed:
                 return
-            self.unindex(db, rowid, _unpack_volumes(old))
+            self.unindex(db, rowid, decode_volumes(old))
         if indexed:
             self.index_volumes(db, rowid, new)
 
@@ -434,7 +408,7 @@ class SqliteTx(SharedTx):
                     owner=r[2],
                     state=OperationState(r[3]),
                     priority=r[4],
-                    volumes=tuple(_unpack_volumes(r[10])),
+                    volumes=decode_volumes(r[10]),
                     version=r[5],
                     revision=r[6],
                     created_at=r[7],
@@ -451,7 +425,7 @@ class SqliteTx(SharedTx):
 
     def put_operation(self, operation: Operation) -> None:
         op = operation
-        packed = _pack_volumes(op.volumes)
+        packed = encode_volumes(op.volumes)
         row = (
             op.id,
             op.owner,
@@ -522,8 +496,7 @@ class SqliteTx(SharedTx):
     def _subscriptions(self, where: str, params: tuple[Any, ...]) -> list[Subscription]:
         rows = self.db.execute(f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE {where}", params)
         return [
-            Subscription(r[1], r[2], tuple(_unpack_volumes(r[7])), r[3], r[4], r[5], r[6])
-            for r in rows
+            Subscription(r[1], r[2], decode_volumes(r[7]), r[3], r[4], r[5], r[6]) for r in rows
         ]
 
     def get_subscription(self, subscription_id: str) -> Subscription | None:
@@ -532,32 +505,19 @@ class SqliteTx(SharedTx):
 
     def put_subscription(self, subscription: Subscription) -> None:
         s = subscription
-        packed = _pack_volumes(s.volumes)
-        found = self.db.execute(
-            "SELECT rowid, volumes FROM subscriptions WHERE id = ?", (s.id,)
+        packed = encode_volumes(s.volumes)
+        before = self.db.execute(
+            "SELECT volumes FROM subscriptions WHERE id = ?", (s.id,)
         ).fetchone()
-        if found is None:
-            rowid = self.db.execute(
-                "INSERT INTO subscriptions (id, owner, version, notification_index, created_at, "
-                "updated_at, volumes) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
-                (
-                    s.id,
-                    s.owner,
-                    s.version,
-                    s.notification_index,
-                    s.created_at,
-                    s.updated_at,
-                    packed,
-                ),
-            ).fetchone()[0]
-            self._subs.index_volumes(self.db, rowid, s.volumes)
-            return
-        rowid, old = found
-        self.db.execute(
-            "UPDATE subscriptions SET version = ?, notification_index = ?, updated_at = ?, "
-            "volumes = ? WHERE rowid = ?",
-            (s.version, s.notification_index, s.updated_at, packed, rowid),
-        )
+        rowid = self.db.execute(
+            "INSERT INTO subscriptions (id, owner, version, notification_index, created_at, "
+            "updated_at, volumes) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+            "notification_index = excluded.notification_index, "
+            "updated_at = excluded.updated_at, volumes = excluded.volumes RETURNING rowid",
+            (s.id, s.owner, s.version, s.notification_index, s.created_at, s.updated_at, packed),
+        ).fetchone()[0]
+        old = before[0] if before else None
         self._subs.rewrite(self.db, rowid, old, s.volumes, packed, True, True)
 
     def delete_subscription(self, subscription_id: str) -> None:
@@ -565,7 +525,7 @@ class SqliteTx(SharedTx):
             "DELETE FROM subscriptions WHERE id = ? RETURNING rowid, volumes", (subscription_id,)
         ).fetchone()
         if row:
-            self._subs.unindex(self.db, row[0], _unpack_volumes(row[1]))
+            self._subs.unindex(self.db, row[0], decode_volumes(row[1]))
 
     def subscription_candidates(self, volumes: Sequence[Volume]) -> list[Subscription]:
         rowids = self._subs.candidates(self.db, volumes)
@@ -1036,7 +996,7 @@ class SqliteStore:
                             op.created_at,
                             op.updated_at,
                             json.dumps(op.details.to_json()),
-                            _pack_volumes(op.volumes),
+                            encode_volumes(op.volumes),
                         )
                     )
                     if op.live:
