@@ -71,10 +71,13 @@ def test_stored_index_boxes_contain_the_volume_after_float32_rounding(tmp_path: 
         for row, box in zip(sorted(rows), sorted(wanted), strict=True):
             stored = np.array(row)
             assert np.all(stored.astype(np.float32) == stored), "the index holds float32"
-            lo = np.array([box[0], box[2], box[4], box[6] - e])
-            hi = np.array([box[1], box[3], box[5], box[7] - e])
+            scale = 1 / np.array(sqlite_store.INDEX_UNITS)
+            lo = np.array([box[0], box[2], box[4], box[6] - e]) * scale
+            hi = np.array([box[1], box[3], box[5], box[7] - e]) * scale
             assert np.all(stored[0::2] <= lo) and np.all(stored[1::2] >= hi)
-            assert np.all(hi - lo >= 0) and np.all(stored[1::2] - hi < 1e-3 * np.maximum(1, hi))
+            assert np.all(hi - lo >= 0) and np.all(
+                stored[1::2] - hi < 1e-3 * np.maximum(1, np.abs(hi))
+            )
     finally:
         store.close()
 
@@ -402,7 +405,7 @@ def _schema_3_file(path: Path, op: Operation, sub_volume: Volume) -> float:
     epoch = 1_799_996_400.0
     db.execute("INSERT INTO meta VALUES ('epoch', ?)", (repr(epoch),))
     db.execute("PRAGMA user_version = 3")
-    spatial = sqlite_store._Spatial("operations", epoch)
+    spatial = sqlite_store._Spatial("operations", epoch, units=(1.0, 1.0, 1.0, 1.0))
     db.execute(
         "INSERT INTO operations VALUES (7, ?, ?, ?, ?, ?, ?, ?, ?, '{}')",
         (op.id, op.owner, op.state.value, op.priority, op.version, op.revision, T, T),
@@ -445,6 +448,11 @@ def test_a_schema_3_file_is_migrated_with_its_volumes_and_index_intact(tmp_path:
         assert not tables & {"operation_volumes", "operation_index_rows", "audit_time"}
         back = store.transact(lambda tx: tx.get_operation("op"), write=False)
         assert back is not None and _same(back.volumes, op.volumes)
+        # Schema 5 rescaled the entries into INDEX_UNITS: they are what a write now stores.
+        stored = store._connection().execute(
+            "SELECT lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 FROM operation_index"
+        )
+        assert sorted(stored) == sorted(store._ops.boxes(op.volumes))
         sub = store.transact(lambda tx: tx.get_subscription("sub"), write=False)
         assert sub is not None and _same(sub.volumes, (_AREAS[3],)) and sub.notification_index == 4
         assert [

@@ -239,7 +239,38 @@ _MIGRATIONS: list[str] = [
     DROP TABLE subscription_index_rows;
     DROP INDEX audit_time;
     """,
+    # 5: the indexes rebuilt in INDEX_UNITS (see there), in which the R*Tree splits every axis.
+    """
+    CREATE VIRTUAL TABLE operation_index_5 USING rtree(
+        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
+    );
+    INSERT INTO operation_index_5 SELECT id, lon0 * 128, lon1 * 128, lat0 * 128, lat1 * 128,
+        alt0 / 8, alt1 / 8, t0 / 64, t1 / 64, op_rowid FROM operation_index ORDER BY id;
+    DROP TABLE operation_index;
+    ALTER TABLE operation_index_5 RENAME TO operation_index;
+    CREATE VIRTUAL TABLE subscription_index_5 USING rtree(
+        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
+    );
+    INSERT INTO subscription_index_5 SELECT id, lon0 * 128, lon1 * 128, lat0 * 128, lat1 * 128,
+        alt0 / 8, alt1 / 8, t0 / 64, t1 / 64, op_rowid FROM subscription_index ORDER BY id;
+    DROP TABLE subscription_index;
+    ALTER TABLE subscription_index_5 RENAME TO subscription_index;
+    """,
 ]
+
+INDEX_UNITS = (1 / 128, 1 / 128, 8.0, 64.0)
+"""What one unit of the R*Tree's coordinates is (schema 5 on): 1/128 degree of longitude and of
+latitude (about 0.87 km), 8 m of altitude and 64 s of time since the store's epoch.
+
+SQLite's R*Tree chooses the axis of each split by the sum of its nodes' margins (the sum of
+their extents), which is not the same in degrees, metres and seconds: in those raw units (schema
+1 to 4) a volume's hours of time (10^4 s) dwarfed its tenths of a degree, nearly every split cut
+time, and the leaves stretched over the continent, so a 10 km / 1 h search visited dozens of
+them. In these units a typical volume is about as large along every axis. Measured on the
+benchmark's million volumes, built alike: the raw R*Tree search went from 0.120 to 0.023 ms
+(median). Powers of two, so that scaling is exact and the boxes, rounded outward to float32,
+still contain their volumes."""
+
 
 _OP_COLUMNS = (
     "rowid, id, owner, state, priority, version, revision, created_at, updated_at, details, volumes"
@@ -290,10 +321,13 @@ def _up(x: float) -> float:
 class _Spatial:
     """The shared shape of operations and subscriptions: rows with their volumes, a 4D index."""
 
-    def __init__(self, table: str, epoch: float) -> None:
+    def __init__(
+        self, table: str, epoch: float, units: tuple[float, float, float, float] = INDEX_UNITS
+    ) -> None:
         self.table = table
         self.index = f"{table[:-1]}_index"
         self.epoch = epoch
+        self.scale = tuple(1.0 / u for u in units)
         self._search = (
             f"SELECT op_rowid FROM {self.index} WHERE lon1 >= ? AND lon0 <= ? AND lat1 >= ? "
             "AND lat0 <= ? AND alt1 >= ? AND alt0 <= ? AND t1 >= ? AND t0 <= ?"
@@ -304,19 +338,21 @@ class _Spatial:
         )
 
     def boxes(self, volumes: Sequence[Volume]) -> list[tuple[float, ...]]:
+        """The index boxes of ``volumes`` in the index's units, rounded outward to float32."""
+        x, y, z, t = self.scale
         out = []
         for v in volumes:
             for lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 in v.index_boxes():
                 out.append(
                     (
-                        _down(lon0),
-                        _up(lon1),
-                        _down(lat0),
-                        _up(lat1),
-                        _down(alt0),
-                        _up(alt1),
-                        _down(t0 - self.epoch),
-                        _up(t1 - self.epoch),
+                        _down(lon0 * x),
+                        _up(lon1 * x),
+                        _down(lat0 * y),
+                        _up(lat1 * y),
+                        _down(alt0 * z),
+                        _up(alt1 * z),
+                        _down((t0 - self.epoch) * t),
+                        _up((t1 - self.epoch) * t),
                     )
                 )
         return out
