@@ -101,6 +101,7 @@ def test_audit_entries_and_seals(store: Store) -> None:
     second = next_entry(first, 2.0, "a", "y", "s", {"n": 2})
     store.transact(lambda tx: [tx.audit_append(first), tx.audit_append(second)])
     store.transact(lambda tx: tx.put_seal(seal(second, 3.0, KEY)))
+    assert store.transact(lambda tx: tx.audit_tip(), write=False) == (2, 2.0, second.digest)
     got = store.transact(
         lambda tx: (tx.audit_head(), tx.audit_entries(1, 2), tx.audit_seq_at(1.5), tx.seals(1, 10))
     )

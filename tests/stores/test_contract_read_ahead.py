@@ -68,9 +68,11 @@ def test_reads_after_a_search_see_what_was_committed_before(store: Store) -> Non
             tx.get_liveness("alpha"),
             tx.get_liveness("gamma"),
             tx.audit_head(),
+            tx.audit_tip(),
         )
 
-    assert store.transact(write) == (["theirs"], ["sub"], live, None, first)
+    tip = (first.seq, first.time, first.digest)
+    assert store.transact(write) == (["theirs"], ["sub"], live, None, first, tip)
 
 
 def test_a_write_transaction_reads_its_own_subscription_changes_after_a_search(
@@ -104,17 +106,22 @@ def test_a_write_transaction_reads_its_own_liveness_and_audit_entries_after_a_se
     def write(tx: Tx) -> tuple:
         assert search(tx, HERE) == []
         assert tx.get_liveness("alpha") is None
-        assert tx.audit_head() is None
+        assert tx.audit_head() is None and tx.audit_tip() is None
         live = Liveness("alpha", T, "Down", T)
         tx.put_liveness(live)
         first = entry(None, "op-1")
         tx.audit_append(first)
-        after_first = tx.audit_head()
+        after_first = tx.audit_head(), tx.audit_tip()
         second = entry(first, "op-2")
         tx.audit_append(second)
-        return tx.get_liveness("alpha"), after_first == first, tx.audit_head() == second
+        return (
+            tx.get_liveness("alpha"),
+            after_first == (first, (first.seq, first.time, first.digest)),
+            tx.audit_head() == second,
+            tx.audit_tip() == (second.seq, second.time, second.digest),
+        )
 
-    assert store.transact(write) == (Liveness("alpha", T, "Down", T), True, True)
+    assert store.transact(write) == (Liveness("alpha", T, "Down", T), True, True, True)
 
 
 def test_subscriptions_of_other_volumes_than_the_search_are_read_as_usual(store: Store) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +28,14 @@ GENESIS = "0" * 64
 def canonical(value: Any) -> bytes:
     """Deterministic JSON: sorted keys, no spaces, UTF-8; floats as Python's shortest repr."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class AuditTip(NamedTuple):
+    """What the next entry chains onto: the last entry's sequence number, time and digest."""
+
+    seq: int
+    time: float
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +115,7 @@ def chain_digest(prev: str, body: dict[str, Any]) -> str:
 
 
 def next_entry(
-    prev: AuditEntry | None,
+    prev: AuditEntry | AuditTip | None,
     time: float,
     actor: str,
     action: str,

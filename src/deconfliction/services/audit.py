@@ -50,7 +50,7 @@ def append(
     """
     if readers is not None:
         payload = {**payload, READERS: sorted(set(readers))}
-    head = tx.audit_head()
+    head = tx.audit_tip()
     # Processes' clocks differ a little; the log's times never go backwards, so a time range
     # of the log is always one run of entries.
     time = max(time, head.time) if head else time

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from deconfliction.core.audit import AuditEntry, Seal
+from deconfliction.core.audit import AuditEntry, AuditTip, Seal
 from deconfliction.core.model import (
     Event,
     Liveness,
@@ -106,6 +106,10 @@ class Tx(Protocol):
 
     # Audit log: appended in the transaction of the change it records
     def audit_head(self) -> AuditEntry | None: ...
+    def audit_tip(self) -> AuditTip | None:
+        """The last entry's seq, time and digest: what the next one chains onto (its payload
+        is neither read nor decoded)."""
+
     def audit_append(self, entry: AuditEntry) -> None: ...
     def audit_entries(self, first_seq: int, last_seq: int) -> list[AuditEntry]: ...
     def audit_seq_at(self, time: float) -> int: ...

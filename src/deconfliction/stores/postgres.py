@@ -107,7 +107,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format, TransactionStatus
 from psycopg_pool import ConnectionPool, NullConnectionPool
 
-from deconfliction.core.audit import AuditEntry
+from deconfliction.core.audit import AuditEntry, AuditTip
 from deconfliction.core.errors import InvalidInput, Unavailable
 from deconfliction.core.model import (
     Event,
@@ -1208,6 +1208,12 @@ class PostgresTx(SharedTx):
         if self._head_ahead is not _UNKNOWN:
             return self._head_ahead
         return super().audit_head()
+
+    def audit_tip(self) -> AuditTip | None:
+        if self._head_ahead is not _UNKNOWN:
+            head = self._head_ahead
+            return AuditTip(head.seq, head.time, head.digest) if head is not None else None
+        return super().audit_tip()
 
     def audit_append(self, entry: AuditEntry) -> None:
         params = _audit_row(entry)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from deconfliction.core.audit import OPERATION_WRITES, AuditEntry, Seal
+from deconfliction.core.audit import OPERATION_WRITES, AuditEntry, AuditTip, Seal
 from deconfliction.core.model import (
     Liveness,
     Message,
@@ -250,6 +250,11 @@ class SharedTx:
     def audit_head(self) -> AuditEntry | None:
         row = self._x(f"SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
         return _audit(row) if row else None
+
+    def audit_tip(self) -> AuditTip | None:
+        row = self._x("SELECT seq, time, digest FROM audit_log ORDER BY seq DESC LIMIT 1")
+        tip = row.fetchone()
+        return AuditTip(*tip) if tip else None
 
     def audit_append(self, entry: AuditEntry) -> None:
         self._x(_AUDIT_INSERT, _audit_row(entry))

@@ -18,7 +18,6 @@ import os
 import queue
 import random
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -293,31 +292,6 @@ class _PackVolumes:
         return encode_stored([(lo, hi, t0, t1, bytes(fp)) for _, fp, lo, hi, t0, t1 in rows])
 
 
-_F32 = struct.Struct("<f")
-_U32 = struct.Struct("<I")
-
-
-def _step_f32(f: float, up: bool) -> float:
-    """The float32 next to the float32 ``f``, upwards or downwards (through its bit pattern)."""
-    if f == 0.0:
-        return 1e-45 if up else -1e-45  # the smallest subnormal, either side of zero
-    (bits,) = _U32.unpack(_F32.pack(f))
-    bits += 1 if (f > 0.0) == up else -1  # sign and magnitude: away from zero is +1
-    return float(_F32.unpack(_U32.pack(bits))[0])
-
-
-def _down(x: float) -> float:
-    """The largest float32 not above ``x`` (the R*Tree keeps float32; boxes round outward)."""
-    (f,) = _F32.unpack(_F32.pack(x))  # the nearest float32
-    return f if f <= x else _step_f32(f, up=False)
-
-
-def _up(x: float) -> float:
-    """The smallest float32 not below ``x``."""
-    (f,) = _F32.unpack(_F32.pack(x))
-    return f if f >= x else _step_f32(f, up=True)
-
-
 class _Spatial:
     """The shared shape of operations and subscriptions: rows with their volumes, a 4D index."""
 
@@ -338,24 +312,18 @@ class _Spatial:
         )
 
     def boxes(self, volumes: Sequence[Volume]) -> list[tuple[float, ...]]:
-        """The index boxes of ``volumes`` in the index's units, rounded outward to float32."""
+        """The index boxes of ``volumes`` in the index's units.
+
+        The R*Tree keeps float32 and rounds each stored box outward (lower bounds down, upper
+        bounds up), so a stored box still contains its volume; a search compares the stored
+        bounds with its own in double precision, so a search box needs no rounding."""
         x, y, z, t = self.scale
-        out = []
-        for v in volumes:
-            for lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 in v.index_boxes():
-                out.append(
-                    (
-                        _down(lon0 * x),
-                        _up(lon1 * x),
-                        _down(lat0 * y),
-                        _up(lat1 * y),
-                        _down(alt0 * z),
-                        _up(alt1 * z),
-                        _down((t0 - self.epoch) * t),
-                        _up((t1 - self.epoch) * t),
-                    )
-                )
-        return out
+        e = self.epoch
+        return [
+            (lon0 * x, lon1 * x, lat0 * y, lat1 * y, alt0 * z, alt1 * z, (t0 - e) * t, (t1 - e) * t)
+            for v in volumes
+            for lon0, lon1, lat0, lat1, alt0, alt1, t0, t1 in v.index_boxes()
+        ]
 
     def index_volumes(self, db: sqlite3.Connection, rowid: int, volumes: Sequence[Volume]) -> None:
         db.executemany(
