@@ -8,6 +8,7 @@ record what the writer saw. The faces (HTTP, CLI) call these and nothing below t
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -339,9 +340,11 @@ class Strategic:
                     self._learnt[op.owner] = (_signature(op.volumes), _Look(seen, found))
                 raise
         tx.put_operation(op)
+        # What every party may see of the operation: told in events, recorded in the audit log.
+        reference = operation_view(op, owner_view=False)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
-        told = self._notify(tx, op, touched, found, old, now)
-        late = self._give_notice(tx, op, told, now, first=old is None) if op.live else []
+        told = self._notify(tx, op, reference, touched, found, old, now)
+        late = self._give_notice(tx, op, reference, told, now, first=old is None) if op.live else []
         unreachable = self._unreachable(tx, op, found, now)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         action = "file" if old is None else ("end" if not op.live else "update")
@@ -354,8 +357,8 @@ class Strategic:
             f"operation.{action}",
             op.id,
             {
-                "operation": operation_view(op, owner_view=False),
-                "details_digest": audit.digest_of(op.details.to_json()),
+                "operation": reference,
+                "details_digest": _details_digest(op.details),
                 "previous_version": old.version if old else None,
                 "key": list(key),
                 "conflicts": [list(c) for c in conflicts],
@@ -389,6 +392,7 @@ class Strategic:
         self,
         tx: Tx,
         op: Operation,
+        reference: dict[str, Any],
         touched: list[Volume],
         found: list[rules.Found],
         old: Operation | None,
@@ -398,7 +402,6 @@ class Strategic:
 
         Returns the parties told, who thereby received notice of the operation.
         """
-        reference = operation_view(op, owner_view=False)
         told: set[str] = set()
         for sub in tx.subscription_candidates(touched):
             if sub.owner == op.owner or not rules.any_overlap(touched, sub.volumes):
@@ -429,7 +432,14 @@ class Strategic:
         return told
 
     def _give_notice(
-        self, tx: Tx, op: Operation, told: set[str], now: float, *, first: bool
+        self,
+        tx: Tx,
+        op: Operation,
+        reference: dict[str, Any],
+        told: set[str],
+        now: float,
+        *,
+        first: bool,
     ) -> list[str]:
         """Record each party's notice of a live operation; flag and push the late ones.
 
@@ -453,7 +463,7 @@ class Strategic:
             if check.late and not (notice and notice.late):
                 late.append(party)
                 payload = {
-                    "operation": operation_view(op, owner_view=False),
+                    "operation": reference,
                     "to": party,
                     "lead_s": check.lead_s,
                     "required_s": required,
@@ -555,3 +565,10 @@ def _signature(volumes: Sequence[Volume]) -> tuple[Any, ...]:
 def conflict_details(found: Iterable[rules.Found]) -> list[dict[str, Any]]:
     """The answer a refused filer needs: id, owner, version and the conflicting volumes."""
     return [found_view(f) for f in found]
+
+
+@functools.lru_cache(maxsize=1024)
+def _details_digest(details: OperationDetails) -> str:
+    """The digest of an operation's private details, which its audit entry records in their
+    place. Most filings carry the same few details (none at all, above all): digested once."""
+    return audit.digest_of(details.to_json())
