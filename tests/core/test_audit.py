@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from deconfliction.core.audit import (
     AuditEntry,
+    canonical,
     make_bundle,
     next_entry,
     public_pem,
@@ -104,3 +107,43 @@ def test_the_anchor_must_be_vouched_for(anchor_sealed: bool) -> None:
     seals = [seal(entries[9], 2.0, KEY)] + ([seal(entries[2], 1.0, KEY)] if anchor_sealed else [])
     problems = verify_bundle(make_bundle(entries[2], entries[3:], seals, public_pem(KEY)))
     assert (problems == []) is anchor_sealed
+
+
+# The canonical form: the json module's bytes, whichever library makes them ------------------
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(1e-12, 1e-3).map(lambda x: x * (-1) ** int(x * 1e15)),  # where orjson differs
+    st.integers(),  # past 64 bits too
+    st.booleans(),
+)
+JSON_LIKE = st.recursive(
+    st.none() | NUMBERS | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+        | st.dictionaries(st.integers(0, 9), inner, max_size=3)  # json writes them as strings
+    ),
+    max_leaves=20,
+)
+
+
+def json_module(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=2_000)
+@given(JSON_LIKE)
+def test_canonical_json_is_the_json_modules_bytes(value: object) -> None:
+    """Every chain was hashed with the json module's output; the fast path must not change one
+    byte of it, or entries written before would no longer verify."""
+    assert canonical(value) == json_module(value)
+    assert canonical(value, finite=True) == json_module(value)  # no NaN in these values
+
+
+@given(JSON_LIKE, st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_canonical_json_writes_nan_and_infinities_as_the_json_module_does(
+    value: object, odd: float
+) -> None:
+    for v in ([value, odd], {"x": odd, "y": value}):
+        assert canonical(v) == json_module(v)

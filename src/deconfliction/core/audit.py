@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -25,9 +27,40 @@ GENESIS = "0" * 64
 """The digest before the first entry."""
 
 
-def canonical(value: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8; floats as Python's shortest repr."""
+def canonical(value: Any, *, finite: bool = False) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8; floats as Python's shortest repr.
+
+    This is the json module's output (``sort_keys``, compact, ``ensure_ascii=False``), which
+    every chain has been hashed with. orjson makes the same bytes in a tenth of the time, except
+    that it writes numbers below 1e-4 otherwise (``0.00001`` and ``1e-7``, where json writes
+    ``1e-05`` and ``1e-07``), NaN and infinities as ``null`` (json: ``NaN``, ``Infinity``), and
+    refuses some of what json writes (keys that are not strings, integers past 64 bits): in
+    each of those cases the json module writes it. ``finite``: the caller vouches that
+    ``value`` holds no NaN or infinity, so that a ``null`` in orjson's output is a None.
+    """
+    try:
+        text = orjson.dumps(value, option=_ORJSON)
+    except TypeError:
+        return _json_canonical(value)
+    if _NUMBER_BELOW_1E_4.search(text) is not None or (not finite and b"null" in text):
+        return _json_canonical(value)
+    return text
+
+
+def _json_canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_ORJSON = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+"""Sorted keys; what the json module cannot write either (dates, dataclasses) is refused."""
+_NUMBER_BELOW_1E_4 = re.compile(rb"(?:^|[:,\[])-?(?:0\.0000|\d(?:\.\d+)?e-\d(?!\d))")
+"""A number orjson writes unlike the json module (a string that looks like one only costs the
+slower path)."""
 
 
 class AuditTip(NamedTuple):
@@ -121,11 +154,13 @@ def next_entry(
     action: str,
     subject: str,
     payload: dict[str, Any],
+    *,
+    finite: bool = False,
 ) -> AuditEntry:
-    """The entry that follows ``prev`` (None for the first)."""
+    """The entry that follows ``prev`` (None for the first). ``finite``: see :func:`canonical`."""
     seq = prev.seq + 1 if prev else 1
     prev_digest = prev.digest if prev else GENESIS
-    text = canonical(payload)
+    text = canonical(payload, finite=finite)
     body = _body(seq, time, actor, action, subject, hashlib.sha256(text).hexdigest())
     digest = chain_digest(prev_digest, body)
     return AuditEntry(seq, time, actor, action, subject, payload, prev_digest, digest, "", text)

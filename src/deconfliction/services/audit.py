@@ -42,11 +42,14 @@ def append(
     subject: str,
     payload: dict[str, Any],
     readers: Iterable[str] | None = None,
+    *,
+    finite: bool = False,
 ) -> AuditEntry:
     """Chain one entry onto the log inside ``tx``.
 
     ``readers``: who besides the actor may read the payload in an export (None: every party).
-    The chain itself, and so the proof, stays whole for everyone.
+    The chain itself, and so the proof, stays whole for everyone. ``finite``: the payload holds
+    no NaN or infinity (its numbers were validated), which saves a check (core.audit.canonical).
     """
     if readers is not None:
         payload = {**payload, READERS: sorted(set(readers))}
@@ -54,7 +57,7 @@ def append(
     # Processes' clocks differ a little; the log's times never go backwards, so a time range
     # of the log is always one run of entries.
     time = max(time, head.time) if head else time
-    entry = next_entry(head, time, actor, action, subject, payload)
+    entry = next_entry(head, time, actor, action, subject, payload, finite=finite)
     tx.audit_append(entry)
     return entry
 

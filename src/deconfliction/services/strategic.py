@@ -364,6 +364,7 @@ class Strategic:
                 "conflicts": [list(c) for c in conflicts],
                 "late_notice_to": late,
             },
+            finite=True,  # the volumes' numbers were validated
         )
         return Filed(op, found, late, unreachable)
 
