@@ -42,7 +42,7 @@ def canonical(value: Any, *, finite: bool = False) -> bytes:
         text = orjson.dumps(value, option=_ORJSON)
     except TypeError:
         return _json_canonical(value)
-    if _NUMBER_BELOW_1E_4.search(text) is not None or (not finite and b"null" in text):
+    if _small_number(text) or (not finite and b"null" in text):
         return _json_canonical(value)
     return text
 
@@ -58,9 +58,14 @@ _ORJSON = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 """Sorted keys; what the json module cannot write either (dates, dataclasses) is refused."""
-_NUMBER_BELOW_1E_4 = re.compile(rb"(?:^|[:,\[])-?(?:0\.0000|\d(?:\.\d+)?e-\d(?!\d))")
-"""A number orjson writes unlike the json module (a string that looks like one only costs the
-slower path)."""
+_SHORT_EXPONENT = re.compile(rb"e-(?<=\de-)\d(?!\d)")  # starts with a literal: a fast scan
+
+
+def _small_number(text: bytes) -> bool:
+    """Whether orjson's ``text`` may hold a number below 1e-4, which it writes unlike the json
+    module: ``0.0000...`` or an exponent of one digit. Text in a string that looks like one
+    only costs the slower path."""
+    return b"0.0000" in text or _SHORT_EXPONENT.search(text) is not None
 
 
 class AuditTip(NamedTuple):
