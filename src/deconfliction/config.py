@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     sqlite_group_commit: bool = True
     """Commit writes into areas apart that wait at one moment together (one sync for many);
     a write that finds nobody waiting commits alone, without a hand-over."""
-    sqlite_checkpoint_every_s: float = Field(0.25, ge=0.0, le=60.0)
+    sqlite_checkpoint_every_s: float = Field(1.0, ge=0.0, le=60.0)
     """A thread copies committed pages from the WAL into the database file this often (after
     writes), so no writer does it inside its commit; 0 leaves it to SQLite's auto-checkpoint."""
     allow_equal_priority_conflicts: bool = True

@@ -657,7 +657,7 @@ class SqliteStore:
         mmap_bytes: int = 1 << 30,
         max_attempts: int = 8,
         group_commit: bool = True,
-        checkpoint_every_s: float = 0.25,
+        checkpoint_every_s: float = 1.0,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous
