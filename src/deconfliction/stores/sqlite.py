@@ -238,7 +238,8 @@ _MIGRATIONS: list[str] = [
     DROP TABLE subscription_index_rows;
     DROP INDEX audit_time;
     """,
-    # 5: the indexes rebuilt in INDEX_UNITS (see there), in which the R*Tree splits every axis.
+    # 5: the indexes rebuilt in INDEX_UNITS (see there), in which the R*Tree splits every axis
+    # (its numbers as they were then: a migration, once released, never changes).
     """
     CREATE VIRTUAL TABLE operation_index_5 USING rtree(
         id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
