@@ -113,7 +113,7 @@ def test_the_anchor_must_be_vouched_for(anchor_sealed: bool) -> None:
 
 NUMBERS = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
-    st.floats(1e-12, 1e-3).map(lambda x: x * (-1) ** int(x * 1e15)),  # where orjson differs
+    st.floats(1e-12, 1e-3) | st.floats(-1e-3, -1e-12),  # where orjson writes otherwise
     st.integers(),  # past 64 bits too
     st.booleans(),
 )
