@@ -345,7 +345,7 @@ class Strategic:
         touched = list(op.volumes) + (list(old.volumes) if old else [])
         told = self._notify(tx, op, reference, touched, found, old, now)
         late = self._give_notice(tx, op, reference, told, now, first=old is None) if op.live else []
-        unreachable = self._unreachable(tx, op, found, now)
+        unreachable = self._unreachable(tx, op, reference, found, now)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         action = "file" if old is None else ("end" if not op.live else "update")
         # This entry is also the write record: the key presented and the conflicts found, which
@@ -475,7 +475,7 @@ class Strategic:
         return late
 
     def _unreachable(
-        self, tx: Tx, op: Operation, found: list[rules.Found], now: float
+        self, tx: Tx, op: Operation, reference: dict[str, Any], found: list[rules.Found], now: float
     ) -> list[str]:
         """Parties in conflict with ``op`` who cannot be reached now; both sides are warned.
 
@@ -483,6 +483,8 @@ class Strategic:
         counterparts are silent, and when the filer itself is silent, every party it now
         conflicts with is told that it cannot be reached.
         """
+        if not found:
+            return []  # nobody to warn, nor to warn about
         silent = {hotline.Availability.UNRESPONSIVE.value, hotline.Availability.DOWN.value}
         owners = sorted({f.operation.owner for f in found})
         unreachable = [
@@ -498,7 +500,7 @@ class Strategic:
                     {
                         "party_id": op.owner,
                         "availability": me.availability,
-                        "operation": operation_view(op, owner_view=False),
+                        "operation": reference,
                     },
                 )
         return unreachable
