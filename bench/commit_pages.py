@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             note=f"×{median / one:.2f} the one-page commit; a filing writes ~12",
         )
     report.data = {"commits_per_block": args.commits, "rounds": args.rounds, "ms": ms}
-    report.print()
-    report.write_json(args.json)
-    print(f"wrote {args.json}")
+    report.publish(args.json)
     return 0
 
 

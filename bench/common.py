@@ -124,6 +124,12 @@ class Report:
         }
         path.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n")
 
+    def publish(self, path: Path) -> None:
+        """The table on the terminal, the record in ``path``, and where it went."""
+        self.print()
+        self.write_json(path)
+        print(f"wrote {path}")
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):

@@ -168,9 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "systems": summary,
     }
-    report.print()
-    report.write_json(args.json)
-    print(f"wrote {args.json}")
+    report.publish(args.json)
     return 0
 
 

@@ -215,14 +215,7 @@ class WebhookDelivery:
                 )
             if error is None:
                 tx.put_webhook_cursor(
-                    replace(
-                        current,
-                        delivered=max(current.delivered, events[-1].id),
-                        attempts=0,
-                        next_attempt_at=0.0,
-                        last_error=None,
-                        lease_until=done + self.lease_s,
-                    )
+                    self._acknowledged(current, max(current.delivered, events[-1].id), done)
                 )
                 delivered += len(events)
                 continue
@@ -252,16 +245,7 @@ class WebhookDelivery:
                 if current is None or current.lease_owner != self.owner:
                     continue  # the lease went elsewhere: the new owner sends them again
                 if last > current.delivered:
-                    tx.put_webhook_cursor(
-                        replace(
-                            current,
-                            delivered=last,
-                            attempts=0,
-                            next_attempt_at=0.0,
-                            last_error=None,
-                            lease_until=done + self.lease_s,
-                        )
-                    )
+                    tx.put_webhook_cursor(self._acknowledged(current, last, done))
                     moved += 1
             return moved
 
@@ -270,6 +254,18 @@ class WebhookDelivery:
         except BaseException:
             self._keep_unsettled(unsettled)
             raise
+
+    def _acknowledged(self, cursor: WebhookCursor, delivered: int, done: float) -> WebhookCursor:
+        """``cursor`` once a receiver acknowledged events up to ``delivered`` at ``done``: no
+        error, no backoff, the lease renewed."""
+        return replace(
+            cursor,
+            delivered=delivered,
+            attempts=0,
+            next_attempt_at=0.0,
+            last_error=None,
+            lease_until=done + self.lease_s,
+        )
 
     def _keep_unsettled(self, unsettled: dict[str, tuple[int, float]]) -> None:
         """Put back acknowledgements a failed write did not record, for the next flush."""

@@ -240,22 +240,18 @@ _MIGRATIONS: list[str] = [
     """,
     # 5: the indexes rebuilt in INDEX_UNITS (see there), in which the R*Tree splits every axis
     # (its numbers as they were then: a migration, once released, never changes).
+    "".join(
+        f"""
+    CREATE VIRTUAL TABLE {index}_5 USING rtree(
+        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
+    );
+    INSERT INTO {index}_5 SELECT id, lon0 * 128, lon1 * 128, lat0 * 128, lat1 * 128,
+        alt0 / 8, alt1 / 8, t0 / 64, t1 / 64, op_rowid FROM {index} ORDER BY id;
+    DROP TABLE {index};
+    ALTER TABLE {index}_5 RENAME TO {index};
     """
-    CREATE VIRTUAL TABLE operation_index_5 USING rtree(
-        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
-    );
-    INSERT INTO operation_index_5 SELECT id, lon0 * 128, lon1 * 128, lat0 * 128, lat1 * 128,
-        alt0 / 8, alt1 / 8, t0 / 64, t1 / 64, op_rowid FROM operation_index ORDER BY id;
-    DROP TABLE operation_index;
-    ALTER TABLE operation_index_5 RENAME TO operation_index;
-    CREATE VIRTUAL TABLE subscription_index_5 USING rtree(
-        id, lon0, lon1, lat0, lat1, alt0, alt1, t0, t1, +op_rowid INTEGER
-    );
-    INSERT INTO subscription_index_5 SELECT id, lon0 * 128, lon1 * 128, lat0 * 128, lat1 * 128,
-        alt0 / 8, alt1 / 8, t0 / 64, t1 / 64, op_rowid FROM subscription_index ORDER BY id;
-    DROP TABLE subscription_index;
-    ALTER TABLE subscription_index_5 RENAME TO subscription_index;
-    """,
+        for index in ("operation_index", "subscription_index")
+    ),
 ]
 
 INDEX_UNITS = (1 / 128, 1 / 128, 8.0, 64.0)
@@ -362,11 +358,8 @@ class _Spatial:
 
     def candidates(self, db: sqlite3.Connection, volumes: Sequence[Volume]) -> set[int]:
         found: set[int] = set()
-        sql = self._search
-        for b in self.boxes(volumes):
-            found.update(
-                r[0] for r in db.execute(sql, (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]))
-            )
+        for box in self.boxes(volumes):
+            found.update(r[0] for r in db.execute(self._search, box))
         return found
 
 
@@ -585,14 +578,14 @@ class SqliteTx(SharedTx):
             return 0
         found, lo, hi = 0, first, last
         while lo <= hi:
+            mid = (lo + hi) // 2
             seq, at = db.execute(
-                "SELECT seq, time FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT 1",
-                ((lo + hi) // 2,),
+                "SELECT seq, time FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
             ).fetchone()
             if at < time:
                 found, lo = seq, seq + 1
             else:
-                hi = (lo + hi) // 2 - 1
+                hi = mid - 1
         return found
 
     def latest_event_id(self, party_id: str) -> int:
