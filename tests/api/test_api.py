@@ -204,6 +204,38 @@ def test_schema_violations_are_422(api: Api) -> None:
     assert resp.status_code == 422
 
 
+def test_numbers_must_be_json_numbers_not_booleans_or_strings(api: Api) -> None:
+    """Pydantic's lax mode would read ``true`` as 1 and ``"1.5"`` as 1.5; the OpenAPI schema
+    promises numbers, so anything else is a 422 (found by schemathesis)."""
+    volume = circle_volume()
+    center = volume["footprint"]["circle"]["center"]
+    for body in (
+        {"volumes": [{**volume, "altitude_upper_m": True}]},
+        {"volumes": [{**volume, "altitude_lower_m": "0"}]},
+        {
+            "volumes": [
+                {
+                    **volume,
+                    "footprint": {"circle": {"center": {**center, "lat": False}, "radius_m": 500}},
+                }
+            ]
+        },
+        {"volumes": [volume], "priority": True},
+        {"volumes": [volume], "priority": 2.5},
+    ):
+        for path in ("/v1/operations", "/v1/operations/conflicts"):
+            if path != "/v1/operations" and "priority" in body:
+                continue
+            resp = api.post(path, "blue", body)
+            assert resp.status_code == 422, (path, body)
+            assert resp.json()["code"] == "invalid_request"
+    # Integers are numbers: an altitude of 0 or a priority of 3 is fine.
+    fine = api.post(
+        "/v1/operations", "blue", {"volumes": [{**volume, "altitude_lower_m": 0}], "priority": 3}
+    )
+    assert fine.status_code == 201, fine.json()
+
+
 def test_too_many_volumes_is_400_and_a_huge_body_is_413(api: Api) -> None:
     many = api.post("/v1/operations", "blue", {"volumes": [circle_volume()] * 101})
     assert many.status_code == 400 and many.json()["code"] == "limit_exceeded"

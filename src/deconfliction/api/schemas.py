@@ -7,12 +7,20 @@ self-intersecting polygon, a start after the end) is decided by the geometry and
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from deconfliction.core.hotline import MessageKind
 from deconfliction.core.model import OperationState
+
+Number = Annotated[float, Strict()]
+"""A JSON number in a request: an integer or a float, never a boolean or a numeric string (in
+its lax mode pydantic would take ``true`` as 1, which the OpenAPI schema does not allow)."""
+Integer = Annotated[int, Strict()]
+"""A JSON integer in a request (not a boolean, a float or a string)."""
+Flag = Annotated[bool, Strict()]
+"""A JSON boolean in a request (not 0, 1 or "yes")."""
 
 
 class _Model(BaseModel):
@@ -20,13 +28,13 @@ class _Model(BaseModel):
 
 
 class LatLon(_Model):
-    lat: float = Field(description="Latitude, degrees WGS84.")
-    lon: float = Field(description="Longitude, degrees WGS84.")
+    lat: Number = Field(description="Latitude, degrees WGS84.")
+    lon: Number = Field(description="Longitude, degrees WGS84.")
 
 
 class CircleIn(_Model):
     center: LatLon
-    radius_m: float = Field(description="Geodesic radius in metres.")
+    radius_m: Number = Field(description="Geodesic radius in metres.")
 
 
 class PolygonIn(_Model):
@@ -44,8 +52,8 @@ class FootprintIn(_Model):
 
 class VolumeIn(_Model):
     footprint: FootprintIn
-    altitude_lower_m: float = Field(description="Metres above the WGS84 ellipsoid.")
-    altitude_upper_m: float
+    altitude_lower_m: Number = Field(description="Metres above the WGS84 ellipsoid.")
+    altitude_upper_m: Number
     start: datetime = Field(description="UTC, inclusive. A time zone is required.")
     end: datetime = Field(description="UTC, exclusive.")
 
@@ -57,13 +65,13 @@ class GeoJSONGeometry(BaseModel):
 
 class FeatureProperties(BaseModel):
     model_config = ConfigDict(extra="allow")
-    altitude_lower_m: float | None = None
-    altitude_upper_m: float | None = None
-    altitude_lower_ft: float | None = None
-    altitude_upper_ft: float | None = None
+    altitude_lower_m: Number | None = None
+    altitude_upper_m: Number | None = None
+    altitude_lower_ft: Number | None = None
+    altitude_upper_ft: Number | None = None
     start: datetime
     end: datetime
-    radius_m: float | None = Field(None, description="Required for a Point: the circle's radius.")
+    radius_m: Number | None = Field(None, description="Required for a Point: the circle's radius.")
 
 
 class Feature(BaseModel):
@@ -93,7 +101,7 @@ class Details(_Model):
 class OperationIn(_Model):
     volumes: Volumes
     state: Literal[OperationState.ACCEPTED, OperationState.ACTIVATED] = OperationState.ACCEPTED
-    priority: int = Field(0, ge=0, le=1_000, description="Higher wins.")
+    priority: Integer = Field(0, ge=0, le=1_000, description="Higher wins.")
     key: list[str] = Field(
         default_factory=list,
         max_length=10_000,
@@ -106,7 +114,7 @@ class OperationUpdate(_Model):
     version: str = Field(description="The version you are replacing (must be current).")
     volumes: Volumes
     state: OperationState
-    priority: int | None = Field(None, ge=0, le=1_000, description="Omitted: unchanged.")
+    priority: Integer | None = Field(None, ge=0, le=1_000, description="Omitted: unchanged.")
     key: list[str] = Field(default_factory=list, max_length=10_000)
     details: Details | None = Field(None, description="Omitted: unchanged.")
 
@@ -270,7 +278,7 @@ class SettingsIn(_Model):
         None, max_length=2_000, description="Empty string removes the webhook."
     )
     escalation_parties: list[str] | None = Field(None, max_length=100)
-    rotate_secret: bool = False
+    rotate_secret: Flag = False
 
 
 class SettingsOut(BaseModel):
@@ -284,4 +292,4 @@ class SettingsOut(BaseModel):
 class LeadTimeIn(_Model):
     party_a: str
     party_b: str
-    minutes: float = Field(ge=0, le=7 * 24 * 60)
+    minutes: Number = Field(ge=0, le=7 * 24 * 60)
