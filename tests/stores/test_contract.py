@@ -10,6 +10,7 @@ import pytest
 
 from deconfliction.core.audit import next_entry
 from deconfliction.core.model import (
+    NewEvent,
     Operation,
     OperationDetails,
     OperationState,
@@ -318,6 +319,37 @@ def test_events_are_kept_per_party_in_id_order_and_paged(store: Store) -> None:
     assert page("alpha", rest[-1].id, 4) == []
     assert [e.payload["n"] for e in page("bravo", 0, 100)] == [0, 3, 6, 9]
     assert page("charlie", 0, 100) == []
+
+
+def test_events_added_together_are_numbered_in_the_order_given(store: Store) -> None:
+    """add_events is add_event for each, in one statement: ids grow per party and across the
+    transaction, also between single events added before and after the batch."""
+    batch = [NewEvent("bravo" if i % 2 else "alpha", "conflict", T + i, {"n": i}) for i in range(7)]
+
+    def write(tx) -> tuple[int, int]:
+        before = tx.add_event("charlie", "operation", T, {"n": "before"})
+        tx.add_events(batch)
+        tx.add_events([])
+        after = tx.add_event("charlie", "operation", T, {"n": "after"})
+        return before, after
+
+    store.transact(lambda tx: tx.add_event("bravo", "operation", T, {"n": "earlier"}))
+    before, after = store.transact(write)
+    store.transact(lambda tx: tx.add_events([NewEvent("alpha", "k", T, {"n": "later"})]))
+
+    def feed(party: str) -> list:
+        return store.transact(lambda tx: tx.events_after(party, 0, 100), write=False)
+
+    alpha, bravo, charlie = feed("alpha"), feed("bravo"), feed("charlie")
+    assert [e.payload["n"] for e in alpha] == [0, 2, 4, 6, "later"]
+    assert [e.payload["n"] for e in bravo] == ["earlier", 1, 3, 5]
+    assert [e.payload["n"] for e in charlie] == ["before", "after"]
+    assert all(e.kind == "conflict" and e.time == T + e.payload["n"] for e in alpha[:4])
+    batch_ids = sorted(e.id for e in alpha[:4] + bravo[1:])
+    in_order = [e.id for e in sorted(alpha[:4] + bravo[1:], key=lambda e: e.payload["n"])]
+    assert in_order == batch_ids  # numbered in the order given, across parties
+    assert before < batch_ids[0] and batch_ids[-1] < after
+    assert bravo[0].id < bravo[1].id and alpha[3].id < alpha[4].id
 
 
 def record(

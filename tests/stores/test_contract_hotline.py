@@ -96,6 +96,39 @@ def test_notices_liveness_and_events_bookkeeping(store: Store) -> None:
     assert got[6] == ["message"]
 
 
+def test_notices_written_together_upsert_each_pair(store: Store) -> None:
+    first = [Notice("op", "a", p, 10.0, 500.0, 900.0, False) for p in ("b", "c")]
+    store.transact(lambda tx: tx.put_notices(first))
+    # A later notice of the same pair moves its activation and lateness, never when it was told.
+    again = [
+        Notice("op", "a", "c", 20.0, 400.0, 900.0, True),
+        Notice("op", "a", "d", 20.0, 400.0, 900.0, False),
+    ]
+    store.transact(lambda tx: tx.put_notices(again))
+    store.transact(lambda tx: tx.put_notices([]))
+    got = store.transact(lambda tx: {n.party_id: n for n in tx.notices_between(0, 100)})
+    assert got == {
+        "b": first[0],
+        "c": Notice("op", "a", "c", 10.0, 400.0, 900.0, True),
+        "d": again[1],
+    }
+
+
+def test_silent_among_names_only_the_parties_asked_about_that_cannot_be_reached(
+    store: Store,
+) -> None:
+    rows = [
+        Liveness("a", 5.0, "Normal", 5.0),
+        Liveness("b", 5.0, "Unresponsive", 6.0),
+        Liveness("c", 5.0, "Down", 7.0),
+        Liveness("d", 5.0, "Down", 8.0),
+    ]
+    store.transact(lambda tx: [tx.put_liveness(x) for x in rows])
+    got = store.transact(lambda tx: tx.silent_among(["a", "b", "c", "e", "b"]), write=False)
+    assert got == {"b": rows[1], "c": rows[2]}
+    assert store.transact(lambda tx: tx.silent_among([]), write=False) == {}
+
+
 def test_audit_entries_and_seals(store: Store) -> None:
     first = next_entry(None, 1.0, "a", "x", "s", {"n": 1})
     second = next_entry(first, 2.0, "a", "y", "s", {"n": 2})

@@ -75,6 +75,64 @@ def test_a_filing_takes_two_round_trips(pg, round_trips: list[int]) -> None:
     assert round_trips == [1]  # a read of one statement goes alone: no BEGIN, no COMMIT
 
 
+def test_a_filing_in_a_crowd_takes_two_round_trips_too(pg, round_trips: list[int]) -> None:
+    """Conflicts with three parties, one of them Down, under a lead-time agreement: its events,
+    notices and the warning about the silent party go in the second round trip, and the
+    agreements and who is silent come with the first (read ahead)."""
+    from deconfliction.core.model import Liveness
+    from deconfliction.services.strategic import Filing, Strategic
+
+    svc = Strategic(pg, clock=lambda: T)
+    me, *others = (svc.add_party(name).id for name in ("alpha", "bravo", "charlie", "delta"))
+    theirs: list = []
+    for party in others:
+        key = [op.version for op in theirs]
+        theirs.append(svc.file_operation(party, Filing(volume(45.0, 7.0), key=key)).operation)
+    pg.transact(
+        lambda tx: (
+            tx.put_liveness(Liveness(others[0], T - 900, "Down", T - 600)),
+            tx.put_lead_time(me, others[1], 7_200.0),
+        )
+    )
+    seen = pg.transact(lambda tx: tx.latest_event_ids(others), write=False)
+    round_trips.clear()
+    filed = svc.file_operation(me, Filing(volume(45.0, 7.0), key=[op.version for op in theirs]))
+    assert len(round_trips) == 2
+    assert len(filed.conflicts) == 3
+    assert filed.unreachable == [others[0]]
+    assert filed.late_notice_to == [others[1]]
+    feeds = pg.transact(
+        lambda tx: [tx.events_after(p, seen.get(p, 0), 10) for p in others], write=False
+    )
+    assert [[e.kind for e in feed] for feed in feeds] == [
+        ["conflict"],
+        ["conflict", "late_notice"],
+        ["conflict"],
+    ]
+
+
+def test_what_a_write_read_ahead_is_read_again_once_it_wrote_there(pg) -> None:
+    """Who cannot be reached and the lead-time agreements come with a write's first search;
+    writing either table in the same transaction makes the next read ask the server again."""
+    from deconfliction.core.model import Liveness
+
+    pg.transact(lambda tx: [tx.add_party(Party(p, p, T)) for p in ("a", "b")])
+
+    def write(tx):
+        tx.operation_candidates(volume(45.0, 7.0), exclude_owner="a")  # reads ahead
+        before = (tx.silent_among(["a", "b"]), tx.lead_times())
+        tx.put_liveness(Liveness("b", T, "Unresponsive", T))
+        tx.put_lead_time("a", "b", 600.0)
+        return before, (tx.silent_among(["a", "b"]), tx.lead_times())
+
+    before, after = pg.transact(write)
+    assert before == ({}, {})
+    assert after == (
+        {"b": Liveness("b", T, "Unresponsive", T)},
+        {frozenset(("a", "b")): 600.0},
+    )
+
+
 def test_a_read_of_several_statements_runs_again_in_a_transaction_and_begins_so_next_time(
     pg, round_trips: list[int]
 ) -> None:

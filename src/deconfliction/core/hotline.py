@@ -46,6 +46,10 @@ class Availability(StrEnum):
     DOWN = "Down"
 
 
+SILENT = (Availability.UNRESPONSIVE, Availability.DOWN)
+"""The availabilities of a party that cannot be reached now."""
+
+
 @dataclass(frozen=True, slots=True)
 class HotlinePolicy:
     max_recipients: int = 1_000

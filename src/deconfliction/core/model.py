@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from deconfliction.geo import Volume
 
@@ -87,6 +87,15 @@ class Event:
     """One entry of a party's feed."""
 
     id: int
+    party_id: str
+    kind: str
+    time: float
+    payload: dict[str, Any]
+
+
+class NewEvent(NamedTuple):
+    """An entry for a party's feed, not yet stored (its id is the store's to give)."""
+
     party_id: str
     kind: str
     time: float

@@ -18,7 +18,7 @@ from typing import Any
 from deconfliction.core import hotline as rules
 from deconfliction.core.errors import InvalidInput, NotFound
 from deconfliction.core.hotline import Availability, HotlinePolicy, MessageKind, Urgency
-from deconfliction.core.model import Liveness, Message, PartySettings, Receipt
+from deconfliction.core.model import Liveness, Message, NewEvent, PartySettings, Receipt
 from deconfliction.formats import format_time
 from deconfliction.services import audit
 from deconfliction.stores.base import Store, Tx
@@ -125,7 +125,7 @@ class Hotline:
             view = message_view(message)
             for party in wanted:
                 tx.put_receipt(Receipt(message.id, party, None, 0, ack_deadline))
-                tx.add_event(party, "message", now, {"message": view})
+            tx.add_events([NewEvent(party, "message", now, {"message": view}) for party in wanted])
             audit.append(
                 tx,
                 now,

@@ -28,6 +28,7 @@ from deconfliction.core.errors import (
 )
 from deconfliction.core.model import (
     Event,
+    NewEvent,
     Notice,
     Operation,
     OperationDetails,
@@ -343,9 +344,15 @@ class Strategic:
         # What every party may see of the operation: told in events, recorded in the audit log.
         reference = operation_view(op, owner_view=False)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
-        told = self._notify(tx, op, reference, touched, found, old, now)
-        late = self._give_notice(tx, op, reference, told, now, first=old is None) if op.live else []
-        unreachable = self._unreachable(tx, op, reference, found, now)
+        events: list[NewEvent] = []  # added together, in one statement
+        told = self._notify(tx, op, reference, touched, found, old, now, events)
+        late = (
+            self._give_notice(tx, op, reference, told, now, events, first=old is None)
+            if op.live
+            else []
+        )
+        unreachable = self._unreachable(tx, op, reference, found, now, events)
+        tx.add_events(events)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         action = "file" if old is None else ("end" if not op.live else "update")
         # This entry is also the write record: the key presented and the conflicts found, which
@@ -398,8 +405,10 @@ class Strategic:
         found: list[rules.Found],
         old: Operation | None,
         now: float,
+        events: list[NewEvent],
     ) -> set[str]:
-        """Events for subscribers whose areas the change touches, and for affected parties.
+        """Events (added to ``events``) for subscribers whose areas the change touches, and for
+        affected parties.
 
         Returns the parties told, who thereby received notice of the operation.
         """
@@ -408,15 +417,17 @@ class Strategic:
             if sub.owner == op.owner or not rules.any_overlap(touched, sub.volumes):
                 continue
             index = tx.bump_subscription(sub.id)
-            tx.add_event(
-                sub.owner,
-                "operation",
-                now,
-                {
-                    "subscription_id": sub.id,
-                    "notification_index": index,
-                    "operation": reference,
-                },
+            events.append(
+                NewEvent(
+                    sub.owner,
+                    "operation",
+                    now,
+                    {
+                        "subscription_id": sub.id,
+                        "notification_index": index,
+                        "operation": reference,
+                    },
+                )
             )
             told.add(sub.owner)
         affected: dict[str, list[str]] = {}
@@ -428,7 +439,9 @@ class Strategic:
                 if prior.owner not in affected and rules.any_overlap(old.volumes, prior.volumes):
                     affected.setdefault(prior.owner, [])
         for owner, theirs in affected.items():
-            tx.add_event(owner, "conflict", now, {"operation": reference, "conflicts_with": theirs})
+            events.append(
+                NewEvent(owner, "conflict", now, {"operation": reference, "conflicts_with": theirs})
+            )
             told.add(owner)
         return told
 
@@ -439,10 +452,12 @@ class Strategic:
         reference: dict[str, Any],
         told: set[str],
         now: float,
+        events: list[NewEvent],
         *,
         first: bool,
     ) -> list[str]:
-        """Record each party's notice of a live operation; flag and push the late ones.
+        """Record each party's notice of a live operation; flag and push (in ``events``) the
+        late ones.
 
         A notice runs from the first time a party was told to the moment the operation becomes
         active (its start, or now if it is activated earlier). A late notice is never refused.
@@ -453,6 +468,7 @@ class Strategic:
         active_at = now if op.state is OperationState.ACTIVATED else op.start
         agreements = tx.lead_times()
         late: list[str] = []
+        notices: list[Notice] = []
         for party in sorted(told):
             notice = None if first else tx.get_notice(op.id, party)
             required = hotline.min_lead_time(op.owner, party, agreements, self.hotline_policy)
@@ -460,7 +476,9 @@ class Strategic:
             active = min(active_at, notice.active_at) if notice else active_at
             check = hotline.notice_lead(told_at, active, required)
             if notice is None or active < notice.active_at:
-                tx.put_notice(Notice(op.id, op.owner, party, told_at, active, required, check.late))
+                notices.append(
+                    Notice(op.id, op.owner, party, told_at, active, required, check.late)
+                )
             if check.late and not (notice and notice.late):
                 late.append(party)
                 payload = {
@@ -470,14 +488,22 @@ class Strategic:
                     "required_s": required,
                     "urgency": hotline.Urgency.FLASH.name.lower(),
                 }
-                tx.add_event(party, "late_notice", now, payload)
-                tx.add_event(op.owner, "late_notice", now, payload)
+                events.append(NewEvent(party, "late_notice", now, payload))
+                events.append(NewEvent(op.owner, "late_notice", now, payload))
+        tx.put_notices(notices)
         return late
 
     def _unreachable(
-        self, tx: Tx, op: Operation, reference: dict[str, Any], found: list[rules.Found], now: float
+        self,
+        tx: Tx,
+        op: Operation,
+        reference: dict[str, Any],
+        found: list[rules.Found],
+        now: float,
+        events: list[NewEvent],
     ) -> list[str]:
-        """Parties in conflict with ``op`` who cannot be reached now; both sides are warned.
+        """Parties in conflict with ``op`` who cannot be reached now; both sides are warned
+        (in ``events``).
 
         Filing stays possible (freedom of action): the filer learns in its answer which
         counterparts are silent, and when the filer itself is silent, every party it now
@@ -485,23 +511,23 @@ class Strategic:
         """
         if not found:
             return []  # nobody to warn, nor to warn about
-        silent = {hotline.Availability.UNRESPONSIVE.value, hotline.Availability.DOWN.value}
         owners = sorted({f.operation.owner for f in found})
-        unreachable = [
-            p for p in owners if (x := tx.get_liveness(p)) is not None and x.availability in silent
-        ]
-        me = tx.get_liveness(op.owner)
-        if me is not None and me.availability in silent:
+        silent = tx.silent_among([*owners, op.owner])
+        unreachable = [p for p in owners if p in silent]
+        me = silent.get(op.owner)
+        if me is not None:
             for party in owners:
-                tx.add_event(
-                    party,
-                    "counterpart_unreachable",
-                    now,
-                    {
-                        "party_id": op.owner,
-                        "availability": me.availability,
-                        "operation": reference,
-                    },
+                events.append(
+                    NewEvent(
+                        party,
+                        "counterpart_unreachable",
+                        now,
+                        {
+                            "party_id": op.owner,
+                            "availability": me.availability,
+                            "operation": reference,
+                        },
+                    )
                 )
         return unreachable
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from deconfliction.core import rules
 from deconfliction.core.errors import Forbidden, InvalidInput, LimitExceeded
-from deconfliction.core.model import TacticalLease, TrackReport
+from deconfliction.core.model import NewEvent, TacticalLease, TrackReport
 from deconfliction.formats import format_time, parse_time
 from deconfliction.geo import Circle, GeometryError, Volume
 from deconfliction.services import audit
@@ -497,8 +497,7 @@ class TacticalMonitor:
             lease = tx.get_tactical_lease()
             if lease is None or lease.owner != self.owner:
                 raise LeaseLost
-            for party, kind, payload in events:
-                tx.add_event(party, kind, now, payload)
+            tx.add_events([NewEvent(party, kind, now, payload) for party, kind, payload in events])
             for action, subject, payload in entries:
                 audit.append(
                     tx, now, audit.SERVICE, action, subject, payload, readers=_involved(payload)

@@ -16,6 +16,7 @@ from deconfliction.core.model import (
     Event,
     Liveness,
     Message,
+    NewEvent,
     Notice,
     Operation,
     Party,
@@ -70,6 +71,10 @@ class Tx(Protocol):
 
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int: ...
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Add several events in one statement, ids given in the order listed (as if each were
+        added by :meth:`add_event`, whose ids are not returned here)."""
+
     def events_after(self, party_id: str, after: int, limit: int) -> list[Event]: ...
     def write_records(self) -> list[WriteRecord]:
         """Every write of an operation in commit order, derived from the audit log."""
@@ -83,6 +88,10 @@ class Tx(Protocol):
     def lead_times(self) -> dict[frozenset[str], float]: ...
     def put_lead_time(self, party_a: str, party_b: str, min_lead_s: float) -> None: ...
     def get_liveness(self, party_id: str) -> Liveness | None: ...
+    def silent_among(self, party_ids: Sequence[str]) -> dict[str, Liveness]:
+        """The liveness of each of ``party_ids`` that cannot be reached now (Unresponsive or
+        Down: ``core.hotline.SILENT``), in one read."""
+
     def put_liveness(self, liveness: Liveness) -> None: ...
     def list_liveness(self) -> list[Liveness]: ...
 
@@ -102,6 +111,10 @@ class Tx(Protocol):
     # Notices
     def get_notice(self, operation_id: str, party_id: str) -> Notice | None: ...
     def put_notice(self, notice: Notice) -> None: ...
+    def put_notices(self, notices: Sequence[Notice]) -> None:
+        """:meth:`put_notice` for each, in one statement (a later one for the same operation
+        and party wins)."""
+
     def notices_between(self, start: float, end: float) -> list[Notice]: ...
 
     # Audit log: appended in the transaction of the change it records

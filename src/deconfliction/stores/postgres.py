@@ -109,9 +109,11 @@ from psycopg_pool import ConnectionPool, NullConnectionPool
 
 from deconfliction.core.audit import AuditEntry, AuditTip
 from deconfliction.core.errors import InvalidInput, Unavailable
+from deconfliction.core.hotline import SILENT
 from deconfliction.core.model import (
     Event,
     Liveness,
+    NewEvent,
     Operation,
     OperationDetails,
     OperationState,
@@ -139,6 +141,22 @@ T = TypeVar("T")
 
 _Statement = tuple[str, Any]
 """An SQL statement and its parameters (None: none)."""
+
+
+_ADD_EVENTS: Final = (
+    "WITH batch AS (SELECT * FROM unnest(%(ord)s::BIGINT[], %(party)s::TEXT[], %(kind)s::TEXT[], "
+    "%(time)s::DOUBLE PRECISION[], %(payload)s::TEXT[]) AS b (ord, party_id, kind, time, payload)), "
+    "base AS (SELECT GREATEST(%(floor)s::BIGINT, COALESCE(MAX(last_id), 0)) AS top "
+    "FROM event_counters WHERE party_id = ANY(%(touched)s::TEXT[])), "
+    "numbered AS (SELECT b.party_id, base.top + b.ord AS id, b.kind, b.time, b.payload "
+    "FROM batch AS b, base), "
+    "counted AS (INSERT INTO event_counters (party_id, last_id) "
+    "SELECT party_id, MAX(id) FROM numbered GROUP BY party_id "
+    "ON CONFLICT (party_id) DO UPDATE SET last_id = excluded.last_id) "
+    "INSERT INTO events (party_id, id, kind, time, payload) "
+    "SELECT party_id, id, kind, time, payload FROM numbered"
+)
+"""Several events in one statement (:meth:`PostgresTx.add_events`)."""
 
 
 @dataclass
@@ -838,10 +856,16 @@ def _columns(prefix: str, columns: str) -> str:
 
 def _ahead_sql(with_ranges: bool) -> str:
     """A write's reads ahead in one statement: the subscriptions whose cells touch the probes,
-    one row each in ``seq`` order, every row also holding the party's liveness and the audit
-    head (NULLs where there is none; one row of them alone when no subscription is touched)."""
+    one row each in ``seq`` order, every row also holding the party's liveness, the audit head,
+    the parties that cannot be reached and the lead-time agreements, those two as JSON arrays
+    (NULLs where there is none; one row of them alone when no subscription is touched)."""
+    silent = ", ".join(f"'{a.value}'" for a in SILENT)
     return (
-        f"SELECT {_columns('l', _LIVENESS)}, {_columns('h', _AUDIT)}, {_columns('s', _SUB_COLUMNS)} "
+        f"SELECT {_columns('l', _LIVENESS)}, {_columns('h', _AUDIT)}, "
+        f"(SELECT json_agg(json_build_array({_LIVENESS})) FROM liveness "
+        f"WHERE availability IN ({silent})), "
+        "(SELECT json_agg(json_build_array(party_a, party_b, min_lead_s)) FROM lead_times), "
+        f"{_columns('s', _SUB_COLUMNS)} "
         "FROM (SELECT 1) AS one LEFT JOIN liveness l ON l.party_id = %(party)s "
         f"LEFT JOIN (SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true "
         f"LEFT JOIN (SELECT seq, {_SUB_COLUMNS} FROM subscriptions "
@@ -854,6 +878,7 @@ _UNKNOWN: Final[Any] = object()
 _SUBSCRIPTION_TABLES: Final = re.compile(r"\bsubscription")
 _LIVENESS_TABLE: Final = re.compile(r"\bliveness\b")
 _AUDIT_TABLE: Final = re.compile(r"\baudit_log\b")
+_LEAD_TIMES_TABLE: Final = re.compile(r"\blead_times\b")
 
 
 class PostgresTx(SharedTx):
@@ -910,6 +935,9 @@ class PostgresTx(SharedTx):
         self._query_cells = query_cells
         self._recent = recent if recent is not None else RecentOperations()
         self._last_event_id = 0
+        """The last id :meth:`add_event` handed out in this transaction."""
+        self._event_parties: set[str] = set()
+        """Parties :meth:`add_events` added events for in this transaction."""
         self._queued: list[_Statement | _Combined] = (
             [] if self._alone else [(sql, None) for sql in begin]
         )
@@ -919,6 +947,8 @@ class PostgresTx(SharedTx):
         self._look_ahead = write
         self._subscriptions_ahead: tuple[Sequence[Volume], list[Subscription]] | None = None
         self._liveness_ahead: dict[str, Liveness | None] = {}
+        self._silent_ahead: dict[str, Liveness] | None = None
+        self._leads_ahead: dict[frozenset[str], float] | None = None
         self._head_ahead: AuditEntry | None = _UNKNOWN
 
     @property
@@ -930,7 +960,7 @@ class PostgresTx(SharedTx):
             self._queued = [(sql, None) for sql in self._begin]
         self._send()
         self._look_ahead = False
-        self._forget(subscriptions=True, liveness=True, audit=True)
+        self._forget(subscriptions=True, liveness=True, audit=True, leads=True)
         return self._conn
 
     # Sending
@@ -981,11 +1011,16 @@ class PostgresTx(SharedTx):
             self._send()
         self._send(("COMMIT", None))
 
-    def _forget(self, *, subscriptions: bool, liveness: bool, audit: bool) -> None:
+    def _forget(
+        self, *, subscriptions: bool, liveness: bool, audit: bool, leads: bool = False
+    ) -> None:
         if subscriptions:
             self._subscriptions_ahead = None
         if liveness:
             self._liveness_ahead.clear()
+            self._silent_ahead = None
+        if leads:
+            self._leads_ahead = None
         if audit:
             self._head_ahead = _UNKNOWN
 
@@ -997,6 +1032,7 @@ class PostgresTx(SharedTx):
                 subscriptions=_SUBSCRIPTION_TABLES.search(sql) is not None,
                 liveness=_LIVENESS_TABLE.search(sql) is not None,
                 audit=_AUDIT_TABLE.search(sql) is not None,
+                leads=_LEAD_TIMES_TABLE.search(sql) is not None,
             )
             if sql.startswith(_WRITE_VERBS) and "RETURNING" not in sql:
                 self._queue(sql, params)
@@ -1116,7 +1152,9 @@ class PostgresTx(SharedTx):
         if owner is not None:
             self._liveness_ahead[owner] = Liveness(*first[:4]) if first[0] is not None else None
         self._head_ahead = _audit(first[4:12]) if first[4] is not None else None
-        subscriptions = [_subscription(r[12:]) for r in rows if r[12] is not None]
+        self._silent_ahead = {row[0]: Liveness(*row) for row in first[12] or ()}
+        self._leads_ahead = {frozenset((a, b)): float(s) for a, b, s in first[13] or ()}
+        subscriptions = [_subscription(r[14:]) for r in rows if r[14] is not None]
         self._subscriptions_ahead = (tuple(volumes), subscriptions)
         return found.fetchall()
 
@@ -1204,6 +1242,16 @@ class PostgresTx(SharedTx):
             return self._liveness_ahead[party_id]
         return super().get_liveness(party_id)
 
+    def silent_among(self, party_ids: Sequence[str]) -> dict[str, Liveness]:
+        if self._silent_ahead is None:
+            return super().silent_among(party_ids)
+        return {p: self._silent_ahead[p] for p in party_ids if p in self._silent_ahead}
+
+    def lead_times(self) -> dict[frozenset[str], float]:
+        if self._leads_ahead is None:
+            return super().lead_times()
+        return dict(self._leads_ahead)
+
     def audit_head(self) -> AuditEntry | None:
         if self._head_ahead is not _UNKNOWN:
             return self._head_ahead
@@ -1228,6 +1276,13 @@ class PostgresTx(SharedTx):
 
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
+        floor: Any = self._last_event_id + 1
+        if self._event_parties:  # after add_events: above the ids it gave, read in the statement
+            floor = self._read(
+                "SELECT GREATEST(%s, COALESCE(MAX(last_id), 0) + 1) FROM event_counters "
+                "WHERE party_id = ANY(%s)",
+                (floor, sorted(self._event_parties)),
+            ).fetchone()[0]
         row = self._read(
             "WITH counter AS (INSERT INTO event_counters (party_id, last_id) VALUES (%(party)s, "
             "%(floor)s) ON CONFLICT (party_id) DO UPDATE SET last_id = "
@@ -1236,7 +1291,7 @@ class PostgresTx(SharedTx):
             "SELECT %(party)s, last_id, %(kind)s, %(time)s, %(payload)s FROM counter RETURNING id",
             {
                 "party": party_id,
-                "floor": self._last_event_id + 1,
+                "floor": floor,
                 "kind": kind,
                 "time": time,
                 "payload": event_json(payload),
@@ -1245,6 +1300,28 @@ class PostgresTx(SharedTx):
         assert row is not None
         self._last_event_id = int(row[0])
         return self._last_event_id
+
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """One statement, queued (no answer is needed): the events are numbered from just above
+        the highest counter among their parties and those this transaction gave events before
+        (and above the last id :meth:`add_event` handed out), and each party's counter moves to
+        its last event's id. So ids still grow per party in commit order and
+        across parties within the transaction, with gaps where a party's counter jumps."""
+        if not events:
+            return
+        self._event_parties.update(e.party_id for e in events)
+        self._queue(
+            _ADD_EVENTS,
+            {
+                "ord": list(range(1, len(events) + 1)),
+                "party": [e.party_id for e in events],
+                "kind": [e.kind for e in events],
+                "time": [e.time for e in events],
+                "payload": [event_json(e.payload) for e in events],
+                "floor": self._last_event_id,
+                "touched": sorted(self._event_parties),
+            },
+        )
 
     def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
         rows = self._read(

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from deconfliction.core.audit import OPERATION_WRITES, AuditEntry, AuditTip, Seal
+from deconfliction.core.hotline import SILENT
 from deconfliction.core.model import (
     Liveness,
     Message,
@@ -127,6 +128,17 @@ class SharedTx:
         ).fetchone()
         return Liveness(*row) if row else None
 
+    def silent_among(self, party_ids: Sequence[str]) -> dict[str, Liveness]:
+        wanted = sorted(set(party_ids))
+        if not wanted:
+            return {}
+        rows = self._x(
+            f"SELECT {_LIVENESS} FROM liveness WHERE availability IN (?, ?) "
+            f"AND party_id IN ({', '.join('?' * len(wanted))})",
+            [*(a.value for a in SILENT), *wanted],
+        ).fetchall()
+        return {row[0]: Liveness(*row) for row in rows}
+
     def put_liveness(self, liveness: Liveness) -> None:
         x = liveness
         self._x(
@@ -231,13 +243,32 @@ class SharedTx:
         return _notice(row) if row else None
 
     def put_notice(self, notice: Notice) -> None:
-        n = notice
-        self._x(
-            f"INSERT INTO notices ({_NOTICE}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (operation_id, party_id) DO UPDATE SET active_at = excluded.active_at, "
-            "late = excluded.late",
-            (n.operation_id, n.owner, n.party_id, n.told_at, n.active_at, n.required_s, n.late),
-        )
+        self.put_notices((notice,))
+
+    def put_notices(self, notices: Sequence[Notice]) -> None:
+        # One row per (operation, party), the last one given: an upsert may not meet a row twice.
+        rows = list({(n.operation_id, n.party_id): n for n in notices}.values())
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            self._x(
+                f"INSERT INTO notices ({_NOTICE}) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                + " ON CONFLICT (operation_id, party_id) DO UPDATE SET "
+                "active_at = excluded.active_at, late = excluded.late",
+                [
+                    value
+                    for n in chunk
+                    for value in (
+                        n.operation_id,
+                        n.owner,
+                        n.party_id,
+                        n.told_at,
+                        n.active_at,
+                        n.required_s,
+                        n.late,
+                    )
+                ],
+            )
 
     def notices_between(self, start: float, end: float) -> list[Notice]:
         rows = self._x(
@@ -333,6 +364,9 @@ class SharedTx:
         ]
 
 
+ROWS_PER_INSERT = 100
+"""Rows per multi-row INSERT (of up to 7 columns): under the 999 parameters that SQLite
+builds before 3.32 allow."""
 _LIVENESS = "party_id, last_heartbeat, availability, changed_at"
 _MESSAGE = (
     "id, sender, recipients, kind, urgency, text, sent_at, ack_deadline, operation_id, alert_id, "

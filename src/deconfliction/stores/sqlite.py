@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import (
     Event,
+    NewEvent,
     Operation,
     OperationDetails,
     OperationState,
@@ -37,7 +38,13 @@ from deconfliction.core.model import (
 )
 from deconfliction.geo import Volume
 from deconfliction.stores.codec import decode_volumes, encode_stored, encode_volumes
-from deconfliction.stores.shared import RecentOperations, SharedTx, _track_row, event_json
+from deconfliction.stores.shared import (
+    ROWS_PER_INSERT,
+    RecentOperations,
+    SharedTx,
+    _track_row,
+    event_json,
+)
 from deconfliction.stores.turns import Turns
 
 log = logging.getLogger("deconfliction.sqlite")
@@ -549,6 +556,19 @@ class SqliteTx(SharedTx):
             (party_id, kind, time, event_json(payload)),
         )
         return int(cur.lastrowid or 0)
+
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        for start in range(0, len(events), ROWS_PER_INSERT):
+            chunk = events[start : start + ROWS_PER_INSERT]
+            self.db.execute(
+                "INSERT INTO events (party_id, kind, time, payload) VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
+                [
+                    value
+                    for e in chunk
+                    for value in (e.party_id, e.kind, e.time, event_json(e.payload))
+                ],
+            )
 
     def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
         rows = self.db.execute(
