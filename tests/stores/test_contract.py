@@ -224,6 +224,21 @@ def test_an_operation_across_the_antimeridian_is_found_from_either_side(store: S
     assert candidate_ids(store, [circle(10.05, 0.0, 100.0)]) == set()
 
 
+def test_operations_at_their_versions_are_read_together_in_id_order(store: Store) -> None:
+    put(store, operation("c"), operation("a", volumes=[square(1.0, 1.0)]), operation("b"))
+
+    def read(tx) -> tuple[list[Operation], list[Operation]]:
+        before = tx.operations_at([("c", "v1"), ("a", "v1"), ("gone", "v1")])
+        tx.put_operation(operation("b", version="v2", revision=2))
+        return before, tx.operations_at({("b", "v2"), ("a", "v1")})
+
+    before, after = store.transact(read)
+    assert [(op.id, op.version) for op in before] == [("a", "v1"), ("c", "v1")]
+    assert same_volume(before[0].volumes[0], square(1.0, 1.0))
+    assert [(op.id, op.version, op.revision) for op in after] == [("a", "v1", 1), ("b", "v2", 2)]
+    assert store.transact(lambda tx: tx.operations_at([]), write=False) == []
+
+
 def test_operations_are_listed_by_owner_in_filing_order(store: Store) -> None:
     put(store, operation("a1"), operation("b1", owner="bravo"), operation("a2"))
     put(store, operation("a3", state=S.ENDED), operation("a4"))

@@ -389,11 +389,7 @@ class Strategic:
         if now_seen == look.seen:
             return now_seen, look.found
         kept = [f for f in look.found if (f.operation.id, f.operation.version) in now_seen]
-        fresh = [
-            theirs
-            for op_id, _ in sorted(now_seen - look.seen)
-            if (theirs := tx.get_operation(op_id)) is not None
-        ]
+        fresh = tx.operations_at(now_seen - look.seen)
         return now_seen, kept + rules.find_conflicts(op.volumes, fresh)
 
     def _notify(

@@ -46,6 +46,11 @@ class Tx(Protocol):
     def put_operation(self, operation: Operation) -> None:
         """Insert or replace; an Ended operation is kept but leaves the spatial index."""
 
+    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
+        """The operations named by (id, version), as this transaction sees them, in id order;
+        those gone are left out. A version names one immutable state of an operation, so a
+        store may answer from what it has read or written before without asking again."""
+
     def operation_candidates(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
     ) -> list[Operation]:

@@ -1064,7 +1064,20 @@ class PostgresTx(SharedTx):
         ).fetchone()
         return _operation(row) if row else None
 
+    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
+        known, wanted = self._recent.split(versions)
+        if wanted:
+            rows = self._read(
+                f"SELECT {_OP_COLUMNS} FROM operations WHERE id = ANY(%s)", (wanted,)
+            ).fetchall()
+            for row in rows:
+                op = _operation(row)
+                self._recent.put(op)
+                known.append(op)
+        return sorted(known, key=lambda op: op.id)
+
     def put_operation(self, operation: Operation) -> None:
+        self._recent.put(operation)
         # Its index rows dropped and the operation upserted (created_at stays the first
         # write's), then the live volumes indexed: two statements, and no answer is needed, so
         # both wait for the next round trip.

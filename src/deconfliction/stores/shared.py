@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -34,9 +34,11 @@ from deconfliction.core.model import (
 
 
 class RecentOperations:
-    """Operations read lately, by (id, version): a version names one immutable state of an
-    operation, so a row whose version is known here needs neither its volumes read nor its
-    geometry decoded again. In a busy area every search reads the same few operations."""
+    """Operations read or written lately, by (id, version): a version names one immutable state
+    of an operation, so a row whose version is known here needs neither its volumes read nor
+    its geometry decoded again. In a busy area every search reads the same few operations.
+    (A version written by a transaction that then rolled back is never asked for: versions are
+    random and never reused.)"""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
@@ -45,6 +47,17 @@ class RecentOperations:
 
     def get(self, op_id: str, version: str) -> Operation | None:
         return self._ops.get((op_id, version))
+
+    def split(self, versions: Iterable[tuple[str, str]]) -> tuple[list[Operation], list[str]]:
+        """The operations known here at those versions, and the ids of the others."""
+        known, unknown = [], []
+        for op_id, version in versions:
+            op = self._ops.get((op_id, version))
+            if op is None:
+                unknown.append(op_id)
+            else:
+                known.append(op)
+        return known, unknown
 
     def put(self, op: Operation) -> None:
         with self._lock:

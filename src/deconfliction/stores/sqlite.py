@@ -428,8 +428,15 @@ class SqliteTx(SharedTx):
         found = self._operations("id = ?", (operation_id,))
         return found[0] if found else None
 
+    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
+        known, wanted = self._recent.split(versions)
+        if wanted:
+            known += self._operations(f"id IN ({', '.join('?' * len(wanted))})", tuple(wanted))
+        return sorted(known, key=lambda op: op.id)
+
     def put_operation(self, operation: Operation) -> None:
         op = operation
+        self._recent.put(op)
         packed = encode_volumes(op.volumes)
         row = (
             op.id,
