@@ -71,6 +71,13 @@ def _number(data: Mapping[str, Any], key: str, where: str) -> float:
         ) from None
 
 
+def _coordinate(value: Any) -> float:
+    """A GeoJSON position's number: ``float()`` would also take ``true`` and ``"45"``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(value)
+    return float(value)
+
+
 def _altitude(data: Mapping[str, Any], which: str, where: str) -> float:
     if f"altitude_{which}_m" in data:
         return _number(data, f"altitude_{which}_m", where)
@@ -120,7 +127,7 @@ def _geojson_footprint(
                 raise InvalidInput(
                     f"{where}: polygons with holes are not supported.", code="invalid_geometry"
                 )
-            ring = [(float(p[1]), float(p[0])) for p in coords[0]]
+            ring = [(_coordinate(p[1]), _coordinate(p[0])) for p in coords[0]]
             if len(ring) > 1 and ring[0] == ring[-1]:
                 ring.pop()  # GeoJSON closes its rings; native polygons don't: store them alike
             return Polygon.create(ring)
@@ -130,7 +137,7 @@ def _geojson_footprint(
                     f"{where}: a Point needs a 'radius_m' property.", code="invalid_geometry"
                 )
             return Circle.create(
-                float(coords[1]), float(coords[0]), _number(props, "radius_m", where)
+                _coordinate(coords[1]), _coordinate(coords[0]), _number(props, "radius_m", where)
             )
     except GeometryError as exc:
         raise InvalidInput(f"{where}: {exc.message}", code=exc.code) from None

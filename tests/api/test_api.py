@@ -220,8 +220,10 @@ def test_numbers_must_be_json_numbers_not_booleans_or_strings(api: Api) -> None:
                 }
             ]
         },
+        {"volumes": [{**volume, "start": 1_900_000_000}]},
         {"volumes": [volume], "priority": True},
         {"volumes": [volume], "priority": 2.5},
+        {"volumes": [volume], "priority": "3"},
     ):
         for path in ("/v1/operations", "/v1/operations/conflicts"):
             if path != "/v1/operations" and "priority" in body:
@@ -229,9 +231,9 @@ def test_numbers_must_be_json_numbers_not_booleans_or_strings(api: Api) -> None:
             resp = api.post(path, "blue", body)
             assert resp.status_code == 422, (path, body)
             assert resp.json()["code"] == "invalid_request"
-    # Integers are numbers: an altitude of 0 or a priority of 3 is fine.
+    # Integers are numbers, and 3.0 is an integer (as JSON Schema counts): all fine.
     fine = api.post(
-        "/v1/operations", "blue", {"volumes": [{**volume, "altitude_lower_m": 0}], "priority": 3}
+        "/v1/operations", "blue", {"volumes": [{**volume, "altitude_lower_m": 0}], "priority": 3.0}
     )
     assert fine.status_code == 201, fine.json()
 

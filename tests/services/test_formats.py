@@ -388,6 +388,28 @@ def ring_with_hole() -> list:
             id="positions as words",
         ),
         pytest.param(
+            with_(
+                GEOJSON_POLYGON,
+                [[["7", "46"], [7.1, 46], [7.1, 46.1]]],
+                "geometry",
+                "coordinates",
+            ),
+            "invalid_geometry",
+            id="positions as numeric strings",
+        ),
+        pytest.param(
+            with_(
+                GEOJSON_POLYGON, [[[True, 46], [7.1, 46], [7.1, 46.1]]], "geometry", "coordinates"
+            ),
+            "invalid_geometry",
+            id="a position holding a boolean",
+        ),
+        pytest.param(
+            {**GEOJSON_CIRCLE, "geometry": {"type": "Point", "coordinates": [7, False]}},
+            "invalid_geometry",
+            id="a point holding a boolean",
+        ),
+        pytest.param(
             with_(GEOJSON_POLYGON, [[[7, 46], [7.1, 46], [7, 46]]], "geometry", "coordinates"),
             "degenerate_polygon",
             id="two distinct positions",

@@ -20,6 +20,7 @@ from deconfliction.core.model import (
 )
 from deconfliction.geo import Circle, Polygon, Volume
 from deconfliction.stores.base import Store
+from deconfliction.stores.shared import RecentOperations
 
 S = OperationState
 T = 1_800_000_000.0
@@ -237,6 +238,15 @@ def test_operations_at_their_versions_are_read_together_in_id_order(store: Store
     assert same_volume(before[0].volumes[0], square(1.0, 1.0))
     assert [(op.id, op.version, op.revision) for op in after] == [("a", "v1", 1), ("b", "v2", 2)]
     assert store.transact(lambda tx: tx.operations_at([]), write=False) == []
+
+    # Nothing remembered: everything is read from the database, and a row at another version
+    # than the one asked for is left out.
+    store._recent = RecentOperations()  # type: ignore[attr-defined]
+    fresh = store.transact(
+        lambda tx: tx.operations_at([("a", "v1"), ("b", "v1"), ("c", "v1")]), write=False
+    )
+    assert [(op.id, op.version, op.revision) for op in fresh] == [("a", "v1", 1), ("c", "v1", 1)]
+    assert same_volume(fresh[0].volumes[0], square(1.0, 1.0)) and fresh[1].owner == "alpha"
 
 
 def test_operations_are_listed_by_owner_in_filing_order(store: Store) -> None:

@@ -103,6 +103,9 @@ def test_notices_written_together_upsert_each_pair(store: Store) -> None:
     again = [
         Notice("op", "a", "c", 20.0, 400.0, 900.0, True),
         Notice("op", "a", "d", 20.0, 400.0, 900.0, False),
+        # The same pair twice in one batch: as two puts one after the other.
+        Notice("op", "a", "e", 30.0, 800.0, 900.0, False),
+        Notice("op", "a", "e", 40.0, 700.0, 600.0, True),
     ]
     store.transact(lambda tx: tx.put_notices(again))
     store.transact(lambda tx: tx.put_notices([]))
@@ -111,7 +114,10 @@ def test_notices_written_together_upsert_each_pair(store: Store) -> None:
         "b": first[0],
         "c": Notice("op", "a", "c", 10.0, 400.0, 900.0, True),
         "d": again[1],
+        "e": Notice("op", "a", "e", 30.0, 700.0, 900.0, True),
     }
+    assert store.transact(lambda tx: tx.notices_of("op")) == got
+    assert store.transact(lambda tx: tx.notices_of("another")) == {}
 
 
 def test_silent_among_names_only_the_parties_asked_about_that_cannot_be_reached(

@@ -382,6 +382,36 @@ def test_concurrent_events_get_distinct_increasing_ids_and_none_are_lost(pg) -> 
 
 
 @pytest.mark.postgres
+def test_events_added_together_by_concurrent_writers_keep_their_order_and_ids(pg) -> None:
+    from deconfliction.core.model import NewEvent
+
+    def add(n: int) -> None:
+        batch = [NewEvent(p, "k", T, {"n": n, "i": i}) for i in range(3) for p in ("a", "b")]
+        pg.transact(lambda tx: tx.add_events(batch))
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for party in ("a", "b"):
+        feed = pg.transact(lambda tx, p=party: tx.events_after(p, 0, 100), write=False)
+        assert sorted((e.payload["n"], e.payload["i"]) for e in feed) == [
+            (n, i) for n in range(10) for i in range(3)
+        ]
+        ids = [e.id for e in feed]
+        assert ids == sorted(set(ids))
+        # One transaction's events for a party come together, in the order they were given.
+        by_tx: dict[int, list[int]] = {}
+        for position, e in enumerate(feed):
+            by_tx.setdefault(e.payload["n"], []).append(position)
+        for n, positions in by_tx.items():
+            assert positions == list(range(positions[0], positions[0] + 3)), n
+            assert [feed[k].payload["i"] for k in positions] == [0, 1, 2]
+
+
+@pytest.mark.postgres
 def test_text_postgresql_cannot_hold_is_refused_as_bad_input(pg) -> None:
     from deconfliction.core.errors import InvalidInput
     from deconfliction.core.model import Party

@@ -75,7 +75,9 @@ def test_a_filing_takes_two_round_trips(pg, round_trips: list[int]) -> None:
     assert round_trips == [1]  # a read of one statement goes alone: no BEGIN, no COMMIT
 
 
-def test_a_filing_in_a_crowd_takes_two_round_trips_too(pg, round_trips: list[int]) -> None:
+def test_a_filing_in_a_crowd_takes_two_round_trips_and_one_more_for_subscriptions(
+    pg, round_trips: list[int]
+) -> None:
     """Conflicts with three parties, one of them Down, under a lead-time agreement: its events,
     notices and the warning about the silent party go in the second round trip, and the
     agreements and who is silent come with the first (read ahead)."""
@@ -109,6 +111,19 @@ def test_a_filing_in_a_crowd_takes_two_round_trips_too(pg, round_trips: list[int
         ["conflict", "late_notice"],
         ["conflict"],
     ]
+
+    # Another party's subscriptions over the area take one more round trip, for all of them at
+    # once: their new notification indexes come back.
+    for _ in range(3):
+        svc.subscribe(others[2], volume(45.0, 7.0))
+    key = [*(op.version for op in theirs), filed.operation.version]
+    seen = pg.transact(lambda tx: tx.latest_event_ids(others), write=False)
+    round_trips.clear()
+    svc.file_operation(me, Filing(volume(45.0, 7.0), key=key))
+    assert len(round_trips) == 3
+    told = pg.transact(lambda tx: tx.events_after(others[2], seen[others[2]], 10), write=False)
+    assert sorted(e.kind for e in told) == ["conflict", "operation", "operation", "operation"]
+    assert {e.payload.get("notification_index") for e in told} == {None, 1}
 
 
 def test_what_a_write_read_ahead_is_read_again_once_it_wrote_there(pg) -> None:

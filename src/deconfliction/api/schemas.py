@@ -9,18 +9,34 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from deconfliction.core.hotline import MessageKind
 from deconfliction.core.model import OperationState
 
-Number = Annotated[float, Strict()]
-"""A JSON number in a request: an integer or a float, never a boolean or a numeric string (in
-its lax mode pydantic would take ``true`` as 1, which the OpenAPI schema does not allow)."""
-Integer = Annotated[int, Strict()]
-"""A JSON integer in a request (not a boolean, a float or a string)."""
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+def _json_string(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a string (RFC 3339 date-time)")
+    return value
+
+
+# In its lax mode pydantic would take ``true`` as the number 1, ``"1.5"`` as 1.5 and a number as
+# a Unix time, none of which the OpenAPI document allows.
+Number = Annotated[float, BeforeValidator(_json_number)]
+"""A JSON number in a request: never a boolean or a numeric string."""
+Integer = Annotated[int, BeforeValidator(_json_number)]
+"""A JSON integer in a request (``3.0`` is one, as JSON Schema counts; ``3.5`` is not)."""
 Flag = Annotated[bool, Strict()]
 """A JSON boolean in a request (not 0, 1 or "yes")."""
+Instant = Annotated[datetime, BeforeValidator(_json_string)]
+"""An RFC 3339 date-time string in a request (not a number of seconds)."""
 
 
 class _Model(BaseModel):
@@ -54,8 +70,8 @@ class VolumeIn(_Model):
     footprint: FootprintIn
     altitude_lower_m: Number = Field(description="Metres above the WGS84 ellipsoid.")
     altitude_upper_m: Number
-    start: datetime = Field(description="UTC, inclusive. A time zone is required.")
-    end: datetime = Field(description="UTC, exclusive.")
+    start: Instant = Field(description="UTC, inclusive. A time zone is required.")
+    end: Instant = Field(description="UTC, exclusive.")
 
 
 class GeoJSONGeometry(BaseModel):
@@ -69,8 +85,8 @@ class FeatureProperties(BaseModel):
     altitude_upper_m: Number | None = None
     altitude_lower_ft: Number | None = None
     altitude_upper_ft: Number | None = None
-    start: datetime
-    end: datetime
+    start: Instant
+    end: Instant
     radius_m: Number | None = Field(None, description="Required for a Point: the circle's radius.")
 
 
@@ -232,7 +248,7 @@ class MessageIn(_Model):
     kind: MessageKind = MessageKind.TEXT
     text: str = Field(min_length=1, max_length=10_000)
     urgency: Literal["routine", "priority", "immediate", "flash"] = "routine"
-    ack_by: datetime | None = Field(
+    ack_by: Instant | None = Field(
         None, description="Every recipient must acknowledge by then (UTC); escalates after."
     )
     operation_id: str | None = None

@@ -214,8 +214,10 @@ class Hotline:
                     "urgency": step.urgency.name.lower(),
                     "overdue_s": now - message.ack_deadline,
                 }
-                tx.add_event(receipt.party_id, "message.overdue", now, payload)
-                tx.add_event(message.sender, "message.overdue", now, payload)
+                events = [
+                    NewEvent(receipt.party_id, "message.overdue", now, payload),
+                    NewEvent(message.sender, "message.overdue", now, payload),
+                ]
                 if step.copy_to_escalation_list:
                     # The escalation list learns that a message is overdue, not what it says:
                     # the sender never addressed them.
@@ -223,9 +225,12 @@ class Hotline:
                         **payload,
                         "message": {k: v for k, v in payload["message"].items() if k != "text"},
                     }
-                    for other in tx.get_settings(receipt.party_id).escalation_parties:
-                        if other not in (receipt.party_id, message.sender):
-                            tx.add_event(other, "message.escalated", now, notice)
+                    events += [
+                        NewEvent(other, "message.escalated", now, notice)
+                        for other in tx.get_settings(receipt.party_id).escalation_parties
+                        if other not in (receipt.party_id, message.sender)
+                    ]
+                tx.add_events(events)
                 audit.append(
                     tx,
                     now,
@@ -297,9 +302,13 @@ class Hotline:
                 "previous": current.availability,
                 "overdue_acknowledgements": overdue,
             }
-            for party in tx.list_parties():
-                if party.id != current.party_id:
-                    tx.add_event(party.id, "availability", now, payload)
+            tx.add_events(
+                [
+                    NewEvent(party.id, "availability", now, payload)
+                    for party in tx.list_parties()
+                    if party.id != current.party_id
+                ]
+            )
             audit.append(tx, now, audit.SERVICE, "party.availability", current.party_id, payload)
         return settled
 

@@ -344,15 +344,17 @@ class Strategic:
         # What every party may see of the operation: told in events, recorded in the audit log.
         reference = operation_view(op, owner_view=False)
         touched = list(op.volumes) + (list(old.volumes) if old else [])
-        events: list[NewEvent] = []  # added together, in one statement
+        # Events and notices are written together, after the audit entry (on PostgreSQL the
+        # entry then joins the operation's own statement).
+        events: list[NewEvent] = []
+        notices: list[Notice] = []
         told = self._notify(tx, op, reference, touched, found, old, now, events)
         late = (
-            self._give_notice(tx, op, reference, told, now, events, first=old is None)
+            self._give_notice(tx, op, reference, told, now, events, notices, first=old is None)
             if op.live
             else []
         )
         unreachable = self._unreachable(tx, op, reference, found, now, events)
-        tx.add_events(events)
         conflicts = tuple((f.operation.id, f.operation.version) for f in found)
         action = "file" if old is None else ("end" if not op.live else "update")
         # This entry is also the write record: the key presented and the conflicts found, which
@@ -373,6 +375,8 @@ class Strategic:
             },
             finite=True,  # the volumes' numbers were validated
         )
+        tx.put_notices(notices)
+        tx.add_events(events)
         return Filed(op, found, late, unreachable)
 
     @staticmethod
@@ -409,10 +413,13 @@ class Strategic:
         Returns the parties told, who thereby received notice of the operation.
         """
         told: set[str] = set()
-        for sub in tx.subscription_candidates(touched):
-            if sub.owner == op.owner or not rules.any_overlap(touched, sub.volumes):
-                continue
-            index = tx.bump_subscription(sub.id)
+        subs = [
+            sub
+            for sub in tx.subscription_candidates(touched)
+            if sub.owner != op.owner and rules.any_overlap(touched, sub.volumes)
+        ]
+        indexes = tx.bump_subscriptions([sub.id for sub in subs]) if subs else {}
+        for sub in subs:
             events.append(
                 NewEvent(
                     sub.owner,
@@ -420,7 +427,7 @@ class Strategic:
                     now,
                     {
                         "subscription_id": sub.id,
-                        "notification_index": index,
+                        "notification_index": indexes[sub.id],
                         "operation": reference,
                     },
                 )
@@ -449,11 +456,12 @@ class Strategic:
         told: set[str],
         now: float,
         events: list[NewEvent],
+        notices: list[Notice],
         *,
         first: bool,
     ) -> list[str]:
-        """Record each party's notice of a live operation; flag and push (in ``events``) the
-        late ones.
+        """Each party's notice of a live operation (added to ``notices``, where it is new or
+        earlier); flag and push (in ``events``) the late ones.
 
         A notice runs from the first time a party was told to the moment the operation becomes
         active (its start, or now if it is activated earlier). A late notice is never refused.
@@ -464,9 +472,9 @@ class Strategic:
         active_at = now if op.state is OperationState.ACTIVATED else op.start
         agreements = tx.lead_times()
         late: list[str] = []
-        notices: list[Notice] = []
+        given = {} if first else tx.notices_of(op.id)
         for party in sorted(told):
-            notice = None if first else tx.get_notice(op.id, party)
+            notice = given.get(party)
             required = hotline.min_lead_time(op.owner, party, agreements, self.hotline_policy)
             told_at = notice.told_at if notice else now
             active = min(active_at, notice.active_at) if notice else active_at
@@ -486,7 +494,6 @@ class Strategic:
                 }
                 events.append(NewEvent(party, "late_notice", now, payload))
                 events.append(NewEvent(op.owner, "late_notice", now, payload))
-        tx.put_notices(notices)
         return late
 
     def _unreachable(

@@ -47,9 +47,10 @@ class Tx(Protocol):
         """Insert or replace; an Ended operation is kept but leaves the spatial index."""
 
     def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
-        """The operations named by (id, version), as this transaction sees them, in id order;
-        those gone are left out. A version names one immutable state of an operation, so a
-        store may answer from what it has read or written before without asking again."""
+        """The operations at these (id, version), which this transaction has just seen (in a
+        search), in id order; one found at another version is left out. A version names one
+        immutable state of an operation, so a store may answer from what it has read or
+        written before without asking again."""
 
     def operation_candidates(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
@@ -73,6 +74,9 @@ class Tx(Protocol):
     def list_subscriptions(self, owner: str) -> list[Subscription]: ...
     def bump_subscription(self, subscription_id: str) -> int:
         """Increment and return the subscription's notification index."""
+
+    def bump_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`bump_subscription` for each, in one statement: the new indexes by id."""
 
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int: ...
@@ -115,6 +119,9 @@ class Tx(Protocol):
 
     # Notices
     def get_notice(self, operation_id: str, party_id: str) -> Notice | None: ...
+    def notices_of(self, operation_id: str) -> dict[str, Notice]:
+        """Every party's notice of the operation, by party."""
+
     def put_notice(self, notice: Notice) -> None: ...
     def put_notices(self, notices: Sequence[Notice]) -> None:
         """:meth:`put_notice` for each, in one statement (a later one for the same operation

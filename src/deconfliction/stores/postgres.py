@@ -63,8 +63,10 @@ Round trips
 
 A transaction waits for the server only where it needs an answer (a read): statements without
 one are queued and sent with the next read or the COMMIT, in one pipeline, and BEGIN and the
-writers' table lock go out with the first read. A filing that conflicts with nothing takes two
-round trips (see :class:`PostgresTx`). Array parameters (probes, cell rows) are packed by numpy
+writers' table lock go out with the first read. A new filing takes two round trips, however
+many parties it conflicts with; one more if it touches other parties' subscriptions (their new
+notification indexes come back), and one more if operations new since the filer's look must be
+read (see :class:`PostgresTx`). Array parameters (probes, cell rows) are packed by numpy
 into PostgreSQL's binary array form.
 
 Migrations
@@ -743,6 +745,16 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "liveness by availability: a write reads the parties that cannot be reached",
+        # Only those rows, not every party's (heartbeats rewrite them all the time): with the
+        # index a write's read ahead (see _ahead_sql) touches the silent parties' rows alone.
+        ("CREATE INDEX IF NOT EXISTS liveness_availability ON liveness (availability)",),
+    ),
+)
+
 LATEST: Final = MIGRATIONS[-1].version
 
 _SCHEMA_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -898,13 +910,16 @@ class PostgresTx(SharedTx):
     * A write transaction's first search of operations (:meth:`operation_candidates` or
       :meth:`candidate_versions`) also reads, in the same round trip and one more statement,
       what a write of those volumes reads next: the subscriptions they touch, the searching
-      party's liveness and the audit head. One SERIALIZABLE transaction reads one snapshot
-      (plus its own writes), so these answers stay right until the transaction itself writes
-      the table, which forgets them.
+      party's liveness, the audit head, the parties that cannot be reached and the lead-time
+      agreements. One SERIALIZABLE transaction reads one snapshot (plus its own writes), so
+      these answers stay right until the transaction itself writes the table, which forgets
+      them.
+    * A write's events are one statement (:meth:`add_events`) that needs no answer.
 
     So a filing that conflicts with nothing costs two round trips and seven statements: BEGIN,
     lock, search and the reads ahead; the operation, its index rows with its audit entry, and
-    the COMMIT (it was ten of each).
+    the COMMIT (it was ten of each). One in conflict with others adds its notices and its
+    events, two statements in the same second round trip, whatever their number.
 
     ``conn`` hands out the connection for statements of one's own: what is queued is sent first,
     and the reads ahead are not used again in this transaction.
@@ -1064,17 +1079,12 @@ class PostgresTx(SharedTx):
         ).fetchone()
         return _operation(row) if row else None
 
-    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
-        known, wanted = self._recent.split(versions)
-        if wanted:
-            rows = self._read(
-                f"SELECT {_OP_COLUMNS} FROM operations WHERE id = ANY(%s)", (wanted,)
-            ).fetchall()
-            for row in rows:
-                op = _operation(row)
-                self._recent.put(op)
-                known.append(op)
-        return sorted(known, key=lambda op: op.id)
+    def _operations_by_id(self, ids: Sequence[str]) -> list[Operation]:
+        rows = self._read(f"SELECT {_OP_COLUMNS} FROM operations WHERE id = ANY(%s)", (ids,))
+        found = [_operation(row) for row in rows.fetchall()]
+        for op in found:
+            self._recent.put(op)
+        return found
 
     def put_operation(self, operation: Operation) -> None:
         self._recent.put(operation)
@@ -1237,17 +1247,6 @@ class PostgresTx(SharedTx):
             f"SELECT {_SUB_COLUMNS} FROM subscriptions WHERE owner = %s ORDER BY seq", (owner,)
         ).fetchall()
         return [_subscription(r) for r in rows]
-
-    def bump_subscription(self, subscription_id: str) -> int:
-        self._forget(subscriptions=True, liveness=False, audit=False)
-        row = self._read(
-            "UPDATE subscriptions SET notification_index = notification_index + 1 WHERE id = %s "
-            "RETURNING notification_index",
-            (subscription_id,),
-        ).fetchone()
-        if row is None:
-            raise KeyError(f"no subscription {subscription_id}")
-        return int(row[0])
 
     # Liveness and the audit head: answered from the reads ahead where they hold
     def get_liveness(self, party_id: str) -> Liveness | None:

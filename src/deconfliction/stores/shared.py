@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -67,10 +68,38 @@ class RecentOperations:
 
 
 class SharedTx:
-    """Mixin for a store's transaction: needs ``_x(sql, params=()) -> cursor``."""
+    """Mixin for a store's transaction: needs ``_x(sql, params=()) -> cursor``, ``_recent`` and
+    ``_operations_by_id``."""
+
+    _recent: RecentOperations
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         raise NotImplementedError
+
+    def _operations_by_id(self, ids: Sequence[str]) -> list[Operation]:
+        """The stored operations with these ids (at most ``ROWS_PER_INSERT`` of them)."""
+        raise NotImplementedError
+
+    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
+        asked = dict(versions)
+        known, wanted = self._recent.split(asked.items())
+        for _, chunk in in_lists(wanted):
+            known += [op for op in self._operations_by_id(chunk) if op.version == asked[op.id]]
+        return sorted(known, key=lambda op: op.id)
+
+    def bump_subscription(self, subscription_id: str) -> int:
+        return self.bump_subscriptions([subscription_id])[subscription_id]
+
+    def bump_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, int]:
+        indexes: dict[str, int] = {}
+        for marks, chunk in in_lists(subscription_ids):
+            rows = self._x(
+                "UPDATE subscriptions SET notification_index = notification_index + 1 "
+                f"WHERE id IN ({marks}) RETURNING id, notification_index",
+                chunk,
+            ).fetchall()
+            indexes.update((row[0], int(row[1])) for row in rows)
+        return indexes
 
     def write_records(self) -> list[WriteRecord]:
         """Every write of an operation, in commit order, read from the audit log: what it
@@ -142,15 +171,16 @@ class SharedTx:
         return Liveness(*row) if row else None
 
     def silent_among(self, party_ids: Sequence[str]) -> dict[str, Liveness]:
-        wanted = sorted(set(party_ids))
-        if not wanted:
-            return {}
-        rows = self._x(
-            f"SELECT {_LIVENESS} FROM liveness WHERE availability IN (?, ?) "
-            f"AND party_id IN ({', '.join('?' * len(wanted))})",
-            [*(a.value for a in SILENT), *wanted],
-        ).fetchall()
-        return {row[0]: Liveness(*row) for row in rows}
+        silent = [a.value for a in SILENT]
+        found: dict[str, Liveness] = {}
+        for marks, chunk in in_lists(party_ids):
+            rows = self._x(
+                f"SELECT {_LIVENESS} FROM liveness WHERE availability IN "
+                f"({', '.join('?' * len(silent))}) AND party_id IN ({marks})",
+                [*silent, *chunk],
+            )
+            found.update((row[0], Liveness(*row)) for row in rows)
+        return found
 
     def put_liveness(self, liveness: Liveness) -> None:
         x = liveness
@@ -255,32 +285,41 @@ class SharedTx:
         ).fetchone()
         return _notice(row) if row else None
 
+    def notices_of(self, operation_id: str) -> dict[str, Notice]:
+        rows = self._x(f"SELECT {_NOTICE} FROM notices WHERE operation_id = ?", (operation_id,))
+        return {row[2]: _notice(row) for row in rows}
+
     def put_notice(self, notice: Notice) -> None:
         self.put_notices((notice,))
 
     def put_notices(self, notices: Sequence[Notice]) -> None:
-        # One row per (operation, party), the last one given: an upsert may not meet a row twice.
-        rows = list({(n.operation_id, n.party_id): n for n in notices}.values())
+        # An upsert may not meet a row twice: a pair given twice is merged as two puts would
+        # leave it (the first's told fields, the last's activation and lateness).
+        pairs: dict[tuple[str, str], Notice] = {}
+        for n in notices:
+            first = pairs.get((n.operation_id, n.party_id))
+            pairs[n.operation_id, n.party_id] = (
+                n if first is None else replace(first, active_at=n.active_at, late=n.late)
+            )
+        self._insert_rows(
+            f"INSERT INTO notices ({_NOTICE})",
+            [
+                (n.operation_id, n.owner, n.party_id, n.told_at, n.active_at, n.required_s, n.late)
+                for n in pairs.values()
+            ],
+            " ON CONFLICT (operation_id, party_id) DO UPDATE SET "
+            "active_at = excluded.active_at, late = excluded.late",
+        )
+
+    # Statements over many rows
+    def _insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
+        """``head VALUES (...), (...) tail``: one statement per ``ROWS_PER_INSERT`` rows."""
         for start in range(0, len(rows), ROWS_PER_INSERT):
             chunk = rows[start : start + ROWS_PER_INSERT]
+            marks = "(" + ", ".join("?" * len(chunk[0])) + ")"
             self._x(
-                f"INSERT INTO notices ({_NOTICE}) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
-                + " ON CONFLICT (operation_id, party_id) DO UPDATE SET "
-                "active_at = excluded.active_at, late = excluded.late",
-                [
-                    value
-                    for n in chunk
-                    for value in (
-                        n.operation_id,
-                        n.owner,
-                        n.party_id,
-                        n.told_at,
-                        n.active_at,
-                        n.required_s,
-                        n.late,
-                    )
-                ],
+                f"{head} VALUES {', '.join([marks] * len(chunk))}{tail}",
+                [value for row in chunk for value in row],
             )
 
     def notices_between(self, start: float, end: float) -> list[Notice]:
@@ -378,8 +417,18 @@ class SharedTx:
 
 
 ROWS_PER_INSERT = 100
-"""Rows per multi-row INSERT (of up to 7 columns): under the 999 parameters that SQLite
-builds before 3.32 allow."""
+"""Rows per multi-row INSERT, and values per ``IN`` list: statements stay small, and their
+parameters far below SQLite's limit (32,766; 999 before 3.32)."""
+
+
+def in_lists(values: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
+    """The distinct values, sorted, in chunks of ``ROWS_PER_INSERT``: each with its ``?`` marks."""
+    distinct = sorted(set(values))
+    for start in range(0, len(distinct), ROWS_PER_INSERT):
+        chunk = distinct[start : start + ROWS_PER_INSERT]
+        yield ", ".join("?" * len(chunk)), chunk
+
+
 _LIVENESS = "party_id, last_heartbeat, availability, changed_at"
 _MESSAGE = (
     "id, sender, recipients, kind, urgency, text, sent_at, ack_deadline, operation_id, alert_id, "

@@ -39,7 +39,6 @@ from deconfliction.core.model import (
 from deconfliction.geo import Volume
 from deconfliction.stores.codec import decode_volumes, encode_stored, encode_volumes
 from deconfliction.stores.shared import (
-    ROWS_PER_INSERT,
     RecentOperations,
     SharedTx,
     _track_row,
@@ -428,11 +427,8 @@ class SqliteTx(SharedTx):
         found = self._operations("id = ?", (operation_id,))
         return found[0] if found else None
 
-    def operations_at(self, versions: Iterable[tuple[str, str]]) -> list[Operation]:
-        known, wanted = self._recent.split(versions)
-        if wanted:
-            known += self._operations(f"id IN ({', '.join('?' * len(wanted))})", tuple(wanted))
-        return sorted(known, key=lambda op: op.id)
+    def _operations_by_id(self, ids: Sequence[str]) -> list[Operation]:
+        return self._operations(f"id IN ({', '.join('?' * len(ids))})", tuple(ids))
 
     def put_operation(self, operation: Operation) -> None:
         op = operation
@@ -548,14 +544,6 @@ class SqliteTx(SharedTx):
     def list_subscriptions(self, owner: str) -> list[Subscription]:
         return self._subscriptions("owner = ? ORDER BY rowid", (owner,))
 
-    def bump_subscription(self, subscription_id: str) -> int:
-        row = self.db.execute(
-            "UPDATE subscriptions SET notification_index = notification_index + 1 WHERE id = ? "
-            "RETURNING notification_index",
-            (subscription_id,),
-        ).fetchone()
-        return int(row[0])
-
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
         cur = self.db.execute(
@@ -565,17 +553,10 @@ class SqliteTx(SharedTx):
         return int(cur.lastrowid or 0)
 
     def add_events(self, events: Sequence[NewEvent]) -> None:
-        for start in range(0, len(events), ROWS_PER_INSERT):
-            chunk = events[start : start + ROWS_PER_INSERT]
-            self.db.execute(
-                "INSERT INTO events (party_id, kind, time, payload) VALUES "
-                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
-                [
-                    value
-                    for e in chunk
-                    for value in (e.party_id, e.kind, e.time, event_json(e.payload))
-                ],
-            )
+        self._insert_rows(
+            "INSERT INTO events (party_id, kind, time, payload)",
+            [(e.party_id, e.kind, e.time, event_json(e.payload)) for e in events],
+        )
 
     def events_after(self, party_id: str, after: int, limit: int) -> list[Event]:
         rows = self.db.execute(
