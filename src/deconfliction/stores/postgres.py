@@ -146,10 +146,10 @@ _Statement = tuple[str, Any]
 
 
 _ADD_EVENTS: Final = (
-    "WITH batch AS (SELECT * FROM unnest(%(ord)s::BIGINT[], %(party)s::TEXT[], %(kind)s::TEXT[], "
-    "%(time)s::DOUBLE PRECISION[], %(payload)s::TEXT[]) AS b (ord, party_id, kind, time, payload)), "
+    "WITH batch AS (SELECT * FROM unnest(%(ord)s::BIGINT[], %(party)b::TEXT[], %(kind)b::TEXT[], "
+    "%(time)s::DOUBLE PRECISION[], %(payload)b::TEXT[]) AS b (ord, party_id, kind, time, payload)), "
     "base AS (SELECT GREATEST(%(floor)s::BIGINT, COALESCE(MAX(last_id), 0)) AS top "
-    "FROM event_counters WHERE party_id = ANY(%(touched)s::TEXT[])), "
+    "FROM event_counters WHERE party_id = ANY(%(touched)b::TEXT[])), "
     "numbered AS (SELECT b.party_id, base.top + b.ord AS id, b.kind, b.time, b.payload "
     "FROM batch AS b, base), "
     "counted AS (INSERT INTO event_counters (party_id, last_id) "
@@ -158,7 +158,8 @@ _ADD_EVENTS: Final = (
     "INSERT INTO events (party_id, id, kind, time, payload) "
     "SELECT party_id, id, kind, time, payload FROM numbered"
 )
-"""Several events in one statement (:meth:`PostgresTx.add_events`)."""
+"""Several events in one statement (:meth:`PostgresTx.add_events`). The text arrays go in binary:
+in text form psycopg escapes every quote of every JSON payload, a millisecond for nine events."""
 
 
 @dataclass
