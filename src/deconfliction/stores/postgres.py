@@ -1290,7 +1290,7 @@ class PostgresTx(SharedTx):
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int:
         floor: Any = self._last_event_id + 1
-        if self._event_parties:  # after add_events: above the ids it gave, read in the statement
+        if self._event_parties:  # after add_events: above the ids the server gave (one read)
             floor = self._read(
                 "SELECT GREATEST(%s, COALESCE(MAX(last_id), 0) + 1) FROM event_counters "
                 "WHERE party_id = ANY(%s)",
@@ -1318,8 +1318,8 @@ class PostgresTx(SharedTx):
         """One statement, queued (no answer is needed): the events are numbered from just above
         the highest counter among their parties and those this transaction gave events before
         (and above the last id :meth:`add_event` handed out), and each party's counter moves to
-        its last event's id. So ids still grow per party in commit order and
-        across parties within the transaction, with gaps where a party's counter jumps."""
+        its last event's id. So ids still grow per party in commit order and across parties
+        within the transaction, with gaps where a party's counter jumps."""
         if not events:
             return
         self._event_parties.update(e.party_id for e in events)
