@@ -648,6 +648,26 @@ def test_moving_out_of_a_conflict_tells_the_party_it_conflicted_with(world: Worl
     assert second.payload["conflicts_with"] == []
 
 
+def test_activating_in_place_tells_each_party_in_conflict_and_each_subscriber_once(
+    world: World,
+) -> None:
+    world.svc.subscribe(world.c, [vol()])
+    theirs = world.file(world.a)
+    mine = world.file(world.b, key=[theirs.version])
+    active = world.svc.update_operation(
+        world.b, mine.id, mine.version, Filing([vol()], state=S.ACTIVATED, key=[theirs.version])
+    ).operation
+
+    first, second = world.events(world.a, "conflict")
+    assert first.payload["operation"]["id"] == second.payload["operation"]["id"] == mine.id
+    assert second.payload["operation"]["state"] == "Activated"
+    assert second.payload["operation"]["version"] == active.version
+    assert second.payload["conflicts_with"] == [theirs.id]
+    told = world.events(world.c, "operation")
+    assert [e.payload["operation"]["id"] for e in told] == [theirs.id, mine.id, mine.id]
+    assert [e.payload["notification_index"] for e in told] == [1, 2, 3]
+
+
 def test_ending_an_operation_tells_the_party_it_conflicted_with(world: World) -> None:
     theirs = world.file(world.a)
     mine = world.file(world.b, key=[theirs.version])

@@ -81,7 +81,7 @@ def test_a_filing_in_a_crowd_takes_two_round_trips_and_one_more_for_subscription
     """Conflicts with three parties, one of them Down, under a lead-time agreement: its events,
     notices and the warning about the silent party go in the second round trip, and the
     agreements and who is silent come with the first (read ahead)."""
-    from deconfliction.core.model import Liveness
+    from deconfliction.core.model import Liveness, OperationState
     from deconfliction.services.strategic import Filing, Strategic
 
     svc = Strategic(pg, clock=lambda: T)
@@ -124,6 +124,17 @@ def test_a_filing_in_a_crowd_takes_two_round_trips_and_one_more_for_subscription
     told = pg.transact(lambda tx: tx.events_after(others[2], seen[others[2]], 10), write=False)
     assert sorted(e.kind for e in told) == ["conflict", "operation", "operation", "operation"]
     assert {e.payload.get("notification_index") for e in told} == {None, 1}
+
+    # Activating in place reads the operation and its notices besides; its volumes are touched
+    # once, and the parties in conflict are those the search found (no second search).
+    round_trips.clear()
+    svc.update_operation(
+        me,
+        filed.operation.id,
+        filed.operation.version,
+        Filing(volume(45.0, 7.0), state=OperationState.ACTIVATED, key=key[:-1]),
+    )
+    assert len(round_trips) == 5
 
 
 def test_what_a_write_read_ahead_is_read_again_once_it_wrote_there(pg) -> None:

@@ -343,12 +343,14 @@ class Strategic:
         tx.put_operation(op)
         # What every party may see of the operation: told in events, recorded in the audit log.
         reference = operation_view(op, owner_view=False)
-        touched = list(op.volumes) + (list(old.volumes) if old else [])
+        # An update that keeps its volumes (an activation, say) touches them once.
+        moved = old is not None and _signature(old.volumes) != _signature(op.volumes)
+        touched = list(op.volumes) + (list(old.volumes) if moved else [])
         # Events and notices are written together, after the audit entry (on PostgreSQL the
         # entry then joins the operation's own statement).
         events: list[NewEvent] = []
         notices: list[Notice] = []
-        told = self._notify(tx, op, reference, touched, found, old, now, events)
+        told = self._notify(tx, op, reference, touched, found, old, now, events, moved=moved)
         late = (
             self._give_notice(tx, op, reference, told, now, events, notices, first=old is None)
             if op.live
@@ -406,9 +408,11 @@ class Strategic:
         old: Operation | None,
         now: float,
         events: list[NewEvent],
+        *,
+        moved: bool,
     ) -> set[str]:
         """Events (added to ``events``) for subscribers whose areas the change touches, and for
-        affected parties.
+        affected parties (``moved``: an update whose volumes changed).
 
         Returns the parties told, who thereby received notice of the operation.
         """
@@ -436,8 +440,9 @@ class Strategic:
         affected: dict[str, list[str]] = {}
         for f in found:
             affected.setdefault(f.operation.owner, []).append(f.operation.id)
-        if old is not None:
+        if old is not None and (moved or not op.live):
             # Parties whose operations conflicted with the old volumes learn the conflict is gone.
+            # (A live operation in the same volumes conflicts with exactly those: ``found``.)
             for prior in tx.operation_candidates(old.volumes, exclude_owner=op.owner):
                 if prior.owner not in affected and rules.any_overlap(old.volumes, prior.volumes):
                     affected.setdefault(prior.owner, [])
