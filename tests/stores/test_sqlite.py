@@ -4,6 +4,7 @@ index boxes rounded outward to float32, and retries when the database is busy.""
 from __future__ import annotations
 
 import sqlite3
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from deconfliction.core.audit import next_entry
 from deconfliction.core.errors import Unavailable
-from deconfliction.core.model import Operation, OperationState
+from deconfliction.core.model import Operation, OperationState, Subscription
 from deconfliction.geo import Circle, Polygon, Volume
 from deconfliction.stores import sqlite as sqlite_store
 from deconfliction.stores.sqlite import SqliteStore
@@ -473,6 +474,58 @@ def test_a_schema_3_file_is_migrated_with_its_volumes_and_index_intact(tmp_path:
         assert store.transact(lambda tx: tx.operation_candidates([_AREAS[0]]), write=False) == []
         store.transact(lambda tx: tx.delete_subscription("sub"))
         assert store.transact(lambda tx: tx.subscription_candidates([_AREAS[3]])) == []
+    finally:
+        store.close()
+
+
+def _schema_4_blob(volumes: tuple[Volume, ...]) -> bytes:
+    """Volumes as migration 4 and the code of its day packed them (before stores.codec): each
+    volume's altitude band, time window and footprint length, then the footprint, no list head."""
+    return b"".join(
+        struct.pack(
+            "<4dI",
+            v.altitude_lower_m,
+            v.altitude_upper_m,
+            v.start,
+            v.end,
+            len(fp := v.footprint.to_bytes()),
+        )
+        + fp
+        for v in volumes
+    )
+
+
+def test_volumes_packed_before_the_codec_are_read_again_after_migration_6(tmp_path: Path) -> None:
+    """Files of schema 4 and 5 written before the store kept volumes in stores.codec's form
+    (commit 8035991) held blobs no later code could read, mixed with codec blobs written by the
+    code that could not read them: migration 6 recodes the old ones and leaves the others be."""
+    path = tmp_path / "schema4.db"
+    old = operation("old", _AREAS[2], _AREAS[0])
+    new = operation("new", _AREAS[1])
+    store = SqliteStore(path, synchronous="OFF")
+    store.transact(lambda tx: [tx.put_operation(op) for op in (old, new, operation("none"))])
+    store.transact(
+        lambda tx: tx.put_subscription(Subscription("sub", "alpha", (_AREAS[3],), "sv", 4, T, T))
+    )
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE operations SET volumes = ? WHERE id = 'old'", (_schema_4_blob(old.volumes),))
+    db.execute("UPDATE operations SET volumes = x'' WHERE id = 'none'")  # migration 4's default
+    db.execute("UPDATE subscriptions SET volumes = ?", (_schema_4_blob((_AREAS[3],)),))
+    kept = db.execute("SELECT volumes FROM operations WHERE id = 'new'").fetchone()[0]
+    db.execute("PRAGMA user_version = 5")
+    db.close()
+
+    store = SqliteStore(path, synchronous="OFF")
+    try:
+        assert store.schema_version == len(sqlite_store._MIGRATIONS) == 6
+        got = store.transact(lambda tx: {op.id: op for op in tx.list_operations("alpha")})
+        assert _same(got["old"].volumes, old.volumes) and _same(got["new"].volumes, new.volumes)
+        assert got["none"].volumes == ()
+        sub = store.transact(lambda tx: tx.get_subscription("sub"), write=False)
+        assert sub is not None and _same(sub.volumes, (_AREAS[3],))
+        row = store._connection().execute("SELECT volumes FROM operations WHERE id = 'new'")
+        assert row.fetchone()[0] == kept
     finally:
         store.close()
 

@@ -44,6 +44,22 @@ def encode_stored(volumes: Sequence[tuple[float, float, float, float, bytes]]) -
     return b"".join(parts)
 
 
+def is_encoded(blob: bytes) -> bool:
+    """Whether ``blob`` has this layout throughout (its head, then volumes whose lengths add up
+    to the blob's), without decoding a footprint."""
+    if len(blob) < _HEAD.size:
+        return False
+    magic, version, count = _HEAD.unpack_from(blob, 0)
+    if magic != b"V" or version != FORMAT_VERSION:
+        return False
+    offset = _HEAD.size
+    for _ in range(count):
+        if offset + _VOLUME.size > len(blob):
+            return False
+        offset += _VOLUME.size + _VOLUME.unpack_from(blob, offset)[4]
+    return offset == len(blob)
+
+
 def decode_volumes(blob: bytes | bytearray | memoryview) -> tuple[Volume, ...]:
     """Inverse of :func:`encode_volumes`; trusts that the volumes were validated when stored."""
     data = bytes(blob)

@@ -18,6 +18,7 @@ import os
 import queue
 import random
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +38,12 @@ from deconfliction.core.model import (
     TrackReport,
 )
 from deconfliction.geo import Volume
-from deconfliction.stores.codec import decode_volumes, encode_stored, encode_volumes
+from deconfliction.stores.codec import (
+    decode_volumes,
+    encode_stored,
+    encode_volumes,
+    is_encoded,
+)
 from deconfliction.stores.shared import (
     RecentOperations,
     SharedTx,
@@ -258,6 +264,15 @@ _MIGRATIONS: list[str] = [
     """
         for index in ("operation_index", "subscription_index")
     ),
+    # 6: volumes still in the form migration 4 and the code of its day wrote (a volume's head
+    # and footprint, one after another, with no head for the list: see _recode_volumes) are
+    # rewritten in stores.codec's, which the store has read since; files of schema 4 and 5
+    # made before the change could not be read.
+    """
+    UPDATE operations SET volumes = recode_volumes(volumes) WHERE NOT volumes_encoded(volumes);
+    UPDATE subscriptions SET volumes = recode_volumes(volumes)
+        WHERE NOT volumes_encoded(volumes);
+    """,
 ]
 
 INDEX_UNITS = (1 / 128, 1 / 128, 8.0, 64.0)
@@ -278,6 +293,22 @@ _OP_COLUMNS = (
     "rowid, id, owner, state, priority, version, revision, created_at, updated_at, details, volumes"
 )
 _SUB_COLUMNS = "rowid, id, owner, version, notification_index, created_at, updated_at, volumes"
+
+
+_SCHEMA_4_VOLUME = struct.Struct("<4dI")
+"""A volume as schema 4 first kept it: altitude band, time window, its footprint's length."""
+
+
+def _recode_volumes(blob: bytes) -> bytes:
+    """SQL ``recode_volumes(blob)``: volumes packed as schema 4 first kept them, in
+    ``stores.codec``'s form (migration 6)."""
+    volumes, offset = [], 0
+    while offset < len(blob):
+        lo, hi, t0, t1, n = _SCHEMA_4_VOLUME.unpack_from(blob, offset)
+        offset += _SCHEMA_4_VOLUME.size
+        volumes.append((lo, hi, t0, t1, bytes(blob[offset : offset + n])))
+        offset += n
+    return encode_stored(volumes)
 
 
 class _PackVolumes:
@@ -710,6 +741,8 @@ class SqliteStore:
     def _migrate(self) -> None:
         db = self._connection()
         db.create_aggregate("pack_volumes", 6, _PackVolumes)  # migration 4
+        db.create_function("volumes_encoded", 1, is_encoded, deterministic=True)  # migration 6
+        db.create_function("recode_volumes", 1, _recode_volumes, deterministic=True)
         db.execute("BEGIN IMMEDIATE")
         try:
             current = db.execute("PRAGMA user_version").fetchone()[0]
