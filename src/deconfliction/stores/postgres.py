@@ -127,12 +127,10 @@ from deconfliction.core.model import (
 from deconfliction.geo import Footprint, Volume
 from deconfliction.stores.codec import decode_volumes, encode_volumes
 from deconfliction.stores.shared import (
-    _AUDIT,
     _AUDIT_INSERT,
     _LIVENESS,
     RecentOperations,
     SharedTx,
-    _audit,
     _audit_row,
     _track_row,
     event_json,
@@ -869,18 +867,19 @@ def _columns(prefix: str, columns: str) -> str:
 
 def _ahead_sql(with_ranges: bool) -> str:
     """A write's reads ahead in one statement: the subscriptions whose cells touch the probes,
-    one row each in ``seq`` order, every row also holding the party's liveness, the audit head,
-    the parties that cannot be reached and the lead-time agreements, those two as JSON arrays
-    (NULLs where there is none; one row of them alone when no subscription is touched)."""
+    one row each in ``seq`` order, every row also holding the party's liveness, the audit log's
+    tip (what the write's entry chains onto), the parties that cannot be reached and the
+    lead-time agreements, those two as JSON arrays (NULLs where there is none; one row of them
+    alone when no subscription is touched)."""
     silent = ", ".join(f"'{a.value}'" for a in SILENT)
     return (
-        f"SELECT {_columns('l', _LIVENESS)}, {_columns('h', _AUDIT)}, "
+        f"SELECT {_columns('l', _LIVENESS)}, h.seq, h.time, h.digest, "
         f"(SELECT json_agg(json_build_array({_LIVENESS})) FROM liveness "
         f"WHERE availability IN ({silent})), "
         "(SELECT json_agg(json_build_array(party_a, party_b, min_lead_s)) FROM lead_times), "
         f"{_columns('s', _SUB_COLUMNS)} "
         "FROM (SELECT 1) AS one LEFT JOIN liveness l ON l.party_id = %(party)s "
-        f"LEFT JOIN (SELECT {_AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true "
+        "LEFT JOIN (SELECT seq, time, digest FROM audit_log ORDER BY seq DESC LIMIT 1) h ON true "
         f"LEFT JOIN (SELECT seq, {_SUB_COLUMNS} FROM subscriptions "
         f"WHERE id IN ({_SUBS.candidates_sql(with_ranges)})) s ON true ORDER BY s.seq"
     )
@@ -911,8 +910,8 @@ class PostgresTx(SharedTx):
     * A write transaction's first search of operations (:meth:`operation_candidates` or
       :meth:`candidate_versions`) also reads, in the same round trip and one more statement,
       what a write of those volumes reads next: the subscriptions they touch, the searching
-      party's liveness, the audit head, the parties that cannot be reached and the lead-time
-      agreements. One SERIALIZABLE transaction reads one snapshot (plus its own writes), so
+      party's liveness, the audit log's tip, the parties that cannot be reached and the
+      lead-time agreements. One SERIALIZABLE transaction reads one snapshot (plus its own writes), so
       these answers stay right until the transaction itself writes the table, which forgets
       them.
     * A write's events are one statement (:meth:`add_events`) that needs no answer.
@@ -965,7 +964,7 @@ class PostgresTx(SharedTx):
         self._liveness_ahead: dict[str, Liveness | None] = {}
         self._silent_ahead: dict[str, Liveness] | None = None
         self._leads_ahead: dict[frozenset[str], float] | None = None
-        self._head_ahead: AuditEntry | None = _UNKNOWN
+        self._tip_ahead: AuditTip | None = _UNKNOWN
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -1038,7 +1037,7 @@ class PostgresTx(SharedTx):
         if leads:
             self._leads_ahead = None
         if audit:
-            self._head_ahead = _UNKNOWN
+            self._tip_ahead = _UNKNOWN
 
     def _x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         sql = _placeholders(sql)
@@ -1175,10 +1174,10 @@ class PostgresTx(SharedTx):
         first = rows[0]
         if owner is not None:
             self._liveness_ahead[owner] = Liveness(*first[:4]) if first[0] is not None else None
-        self._head_ahead = _audit(first[4:12]) if first[4] is not None else None
-        self._silent_ahead = {row[0]: Liveness(*row) for row in first[12] or ()}
-        self._leads_ahead = {frozenset((a, b)): float(s) for a, b, s in first[13] or ()}
-        subscriptions = [_subscription(r[14:]) for r in rows if r[14] is not None]
+        self._tip_ahead = AuditTip(*first[4:7]) if first[4] is not None else None
+        self._silent_ahead = {row[0]: Liveness(*row) for row in first[7] or ()}
+        self._leads_ahead = {frozenset((a, b)): float(s) for a, b, s in first[8] or ()}
+        subscriptions = [_subscription(r[9:]) for r in rows if r[9] is not None]
         self._subscriptions_ahead = (tuple(volumes), subscriptions)
         return found.fetchall()
 
@@ -1249,7 +1248,7 @@ class PostgresTx(SharedTx):
         ).fetchall()
         return [_subscription(r) for r in rows]
 
-    # Liveness and the audit head: answered from the reads ahead where they hold
+    # Liveness, lead times and the audit tip: answered from the reads ahead where they hold
     def get_liveness(self, party_id: str) -> Liveness | None:
         if party_id in self._liveness_ahead:
             return self._liveness_ahead[party_id]
@@ -1265,15 +1264,9 @@ class PostgresTx(SharedTx):
             return super().lead_times()
         return dict(self._leads_ahead)
 
-    def audit_head(self) -> AuditEntry | None:
-        if self._head_ahead is not _UNKNOWN:
-            return self._head_ahead
-        return super().audit_head()
-
     def audit_tip(self) -> AuditTip | None:
-        if self._head_ahead is not _UNKNOWN:
-            head = self._head_ahead
-            return AuditTip(head.seq, head.time, head.digest) if head is not None else None
+        if self._tip_ahead is not _UNKNOWN:
+            return self._tip_ahead
         return super().audit_tip()
 
     def audit_append(self, entry: AuditEntry) -> None:
