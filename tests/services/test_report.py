@@ -53,10 +53,14 @@ def populate(tx: Tx, names: dict[str, str] | None = None) -> None:
         tx.add_party(Party(pid, name, D0 - 30 * 86_400))
 
     # Notices: three in the period (two late), one late one before it.
-    tx.put_notice(notice("op-a1", A, B, D0 + 1 * H, 30, 15))
-    tx.put_notice(notice("op-a2", A, B, D0 + 26 * H, 5, 15))
-    tx.put_notice(notice("op-b2", B, C, D0 + 49 * H, 20, 30))
-    tx.put_notice(notice("op-old", A, C, D0 - H, 1, 15))
+    tx.put_notices(
+        [
+            notice("op-a1", A, B, D0 + 1 * H, 30, 15),
+            notice("op-a2", A, B, D0 + 26 * H, 5, 15),
+            notice("op-b2", B, C, D0 + 49 * H, 20, 30),
+            notice("op-old", A, C, D0 - H, 1, 15),
+        ]
+    )
 
     # Hotline: B acknowledges in 60 s, C never does (overdue); A acknowledges in 120 s.
     tx.put_message(Message("m1", A, (B, C), "warning", 2, "Tanker track moved north", D0 + 3 * H,

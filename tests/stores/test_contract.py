@@ -306,8 +306,10 @@ def test_a_replaced_subscription_is_found_at_its_new_area_only(store: Store) -> 
 def test_bumping_a_subscription_increments_its_notification_index(store: Store) -> None:
     store.transact(lambda tx: tx.put_subscription(subscription("s", "alpha", [circle()])))
 
-    assert store.transact(lambda tx: tx.bump_subscription("s")) == 1
-    assert store.transact(lambda tx: [tx.bump_subscription("s"), tx.bump_subscription("s")]) == [
+    assert store.transact(lambda tx: tx.bump_subscriptions(["s"])["s"]) == 1
+    assert store.transact(
+        lambda tx: [tx.bump_subscriptions(["s"])["s"], tx.bump_subscriptions(["s"])["s"]]
+    ) == [
         2,
         3,
     ]
@@ -443,7 +445,7 @@ def test_an_exception_rolls_back_everything_the_transaction_wrote(store: Store) 
         tx.put_operation(operation("new"))
         tx.put_operation(operation("before", volumes=[circle(30.0, 30.0)], version="v2"))
         tx.put_subscription(subscription("s2", "bravo", [circle()]))
-        tx.bump_subscription("s")
+        tx.bump_subscriptions(["s"])
         tx.delete_subscription("s")
         tx.add_event("bravo", "operation", T, {})
         record(tx, "new", "v1", "alpha", "Accepted", T)

@@ -73,7 +73,7 @@ def test_notices_liveness_and_events_bookkeeping(store: Store) -> None:
     n = Notice("op", "a", "b", 10.0, 500.0, 900.0, True)
 
     def write(tx):
-        tx.put_notice(n)
+        tx.put_notices([n])
         tx.put_liveness(Liveness("a", 5.0, "Normal", 5.0))
         tx.add_event("b", "late_notice", 10.0, {"x": 1})
         tx.add_event("b", "message", 11.0, {"x": 2})
@@ -81,7 +81,7 @@ def test_notices_liveness_and_events_bookkeeping(store: Store) -> None:
     store.transact(write)
     got = store.transact(
         lambda tx: (
-            tx.get_notice("op", "b"),
+            tx.notices_of("op").get("b"),
             tx.notices_between(0, 100),
             tx.get_liveness("a"),
             tx.list_liveness(),

@@ -88,7 +88,7 @@ def test_a_write_transaction_reads_its_own_subscription_changes_after_a_search(
         subs()
         tx.put_subscription(subscription("a", HERE))
         subs()
-        tx.bump_subscription("a")
+        tx.bump_subscriptions(["a"])
         subs()
         tx.put_subscription(subscription("b", HERE, owner="gamma"))
         tx.put_subscription(subscription("a", THERE))  # moved away

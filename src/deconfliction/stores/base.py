@@ -72,11 +72,9 @@ class Tx(Protocol):
     def delete_subscription(self, subscription_id: str) -> None: ...
     def subscription_candidates(self, volumes: Sequence[Volume]) -> list[Subscription]: ...
     def list_subscriptions(self, owner: str) -> list[Subscription]: ...
-    def bump_subscription(self, subscription_id: str) -> int:
-        """Increment and return the subscription's notification index."""
-
     def bump_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, int]:
-        """:meth:`bump_subscription` for each, in one statement: the new indexes by id."""
+        """Increment each subscription's notification index, in one statement: the new
+        indexes by id."""
 
     # Events and the write record
     def add_event(self, party_id: str, kind: str, time: float, payload: dict[str, Any]) -> int: ...
@@ -118,14 +116,13 @@ class Tx(Protocol):
     def receipts_between(self, start: float, end: float) -> list[tuple[Message, Receipt]]: ...
 
     # Notices
-    def get_notice(self, operation_id: str, party_id: str) -> Notice | None: ...
     def notices_of(self, operation_id: str) -> dict[str, Notice]:
         """Every party's notice of the operation, by party."""
 
-    def put_notice(self, notice: Notice) -> None: ...
     def put_notices(self, notices: Sequence[Notice]) -> None:
-        """:meth:`put_notice` for each, in one statement (a later one for the same operation
-        and party wins)."""
+        """Insert each notice, or move an existing one's activation and lateness (never when
+        it was told), in one statement; one given twice ends as two puts in a row would leave
+        it."""
 
     def notices_between(self, start: float, end: float) -> list[Notice]: ...
 

@@ -87,9 +87,6 @@ class SharedTx:
             known += [op for op in self._operations_by_id(chunk) if op.version == asked[op.id]]
         return sorted(known, key=lambda op: op.id)
 
-    def bump_subscription(self, subscription_id: str) -> int:
-        return self.bump_subscriptions([subscription_id])[subscription_id]
-
     def bump_subscriptions(self, subscription_ids: Sequence[str]) -> dict[str, int]:
         indexes: dict[str, int] = {}
         for marks, chunk in in_lists(subscription_ids):
@@ -278,19 +275,9 @@ class SharedTx:
         return [(_message(r[:11]), Receipt(*r[11:])) for r in rows]
 
     # Notices
-    def get_notice(self, operation_id: str, party_id: str) -> Notice | None:
-        row = self._x(
-            f"SELECT {_NOTICE} FROM notices WHERE operation_id = ? AND party_id = ?",
-            (operation_id, party_id),
-        ).fetchone()
-        return _notice(row) if row else None
-
     def notices_of(self, operation_id: str) -> dict[str, Notice]:
         rows = self._x(f"SELECT {_NOTICE} FROM notices WHERE operation_id = ?", (operation_id,))
         return {row[2]: _notice(row) for row in rows}
-
-    def put_notice(self, notice: Notice) -> None:
-        self.put_notices((notice,))
 
     def put_notices(self, notices: Sequence[Notice]) -> None:
         # An upsert may not meet a row twice: a pair given twice is merged as two puts would
