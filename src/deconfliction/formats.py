@@ -25,6 +25,12 @@ EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number as Python reads it: an int or a float, never a bool
+    (``True`` is an int to Python) nor a string of digits."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def parse_time(value: Any, field: str = "time") -> float:
     """UTC seconds from an ISO 8601 string (a zone is required) or a number of seconds."""
     if isinstance(value, str):
@@ -43,7 +49,7 @@ def parse_time(value: Any, field: str = "time") -> float:
                     f"{field}: a time zone is required (use Z for UTC).", code="invalid_time"
                 )
             seconds = value.timestamp()
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif is_number(value):
             seconds = float(value)
         else:
             raise InvalidInput(f"{field}: a time is required.", code="invalid_time")
@@ -61,7 +67,7 @@ def format_time(seconds: float) -> str:
 
 def _number(data: Mapping[str, Any], key: str, where: str) -> float:
     value = data.get(key) if isinstance(data, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise InvalidInput(f"{where}: '{key}' must be a number.", code="invalid_input")
     try:
         return float(value)
@@ -73,7 +79,7 @@ def _number(data: Mapping[str, Any], key: str, where: str) -> float:
 
 def _coordinate(value: Any) -> float:
     """A GeoJSON position's number: ``float()`` would also take ``true`` and ``"45"``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise TypeError(value)
     return float(value)
 

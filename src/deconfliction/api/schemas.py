@@ -13,10 +13,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from deconfliction.core.hotline import MessageKind
 from deconfliction.core.model import OperationState
+from deconfliction.formats import is_number
 
 
 def _json_number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise ValueError("must be a JSON number")
     return value
 

@@ -27,7 +27,7 @@ import numpy as np
 from deconfliction.core import rules
 from deconfliction.core.errors import Forbidden, InvalidInput, LimitExceeded
 from deconfliction.core.model import NewEvent, TacticalLease, TrackReport
-from deconfliction.formats import format_time, parse_time
+from deconfliction.formats import format_time, is_number, parse_time
 from deconfliction.geo import Circle, GeometryError, Volume
 from deconfliction.services import audit
 from deconfliction.stores.base import Store, Tx
@@ -249,7 +249,7 @@ def _field(
         except InvalidInput as exc:
             problem(k, wire, exc.message)
             return math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         problem(k, wire, f"{wire} must be a number, got {value!r}")
         return math.nan
     try:
