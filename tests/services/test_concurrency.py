@@ -22,7 +22,9 @@ from deconfliction.core.errors import MissingKey, Unavailable, VersionMismatch
 from deconfliction.core.model import Operation
 from deconfliction.geo import Circle, Volume
 from deconfliction.services.strategic import Filing, Strategic
+from deconfliction.stores.base import Store
 from deconfliction.stores.sqlite import SqliteStore
+from tests.pg import pg_schemas, postgres_url  # noqa: F401  (fixtures)
 
 NOW = 1_800_000_000.0
 LAT, LON = 46.0, 7.0
@@ -89,11 +91,24 @@ class Party:
             self.write([hot_spot_volume(self.rng)], op)
 
 
-@pytest.mark.parametrize("group_commit", [True, False], ids=["group-commit", "one-by-one"])
+def hot_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "postgres":
+        from deconfliction.stores.postgres import PostgresStore
+
+        return PostgresStore(request.getfixturevalue("pg_schemas").new(), pool_size=THREADS)
+    return SqliteStore(tmp_path / "hot.db", synchronous="OFF", group_commit=kind == "sqlite")
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["sqlite", "sqlite-one-by-one", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
 def test_concurrent_filings_into_one_hot_spot_keep_the_key_invariant(
-    tmp_path: Path, group_commit: bool
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:
-    store = SqliteStore(tmp_path / "hot.db", synchronous="OFF", group_commit=group_commit)
+    """SQLite with group commit (writes share transactions) and without; PostgreSQL with its
+    writers queued on the table lock."""
+    store = hot_store(kind, tmp_path, request)
     try:
         svc = Strategic(store, clock=lambda: NOW)
         parties = [Party(svc, svc.add_party(f"Party {i}").id, seed=i) for i in range(THREADS)]
