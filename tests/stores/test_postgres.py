@@ -8,7 +8,10 @@ import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import Operation, OperationState
@@ -46,6 +49,71 @@ def candidates(store, volume: Volume, exclude: str | None = None) -> set[str]:
         lambda tx: tx.operation_candidates([volume], exclude_owner=exclude), write=False
     )
     return {op.id for op in found}
+
+
+# The probes (no server needed) -----------------------------------------------------------------
+
+
+def reference_probes(volume: Volume, budget: int) -> tuple[dict[int, int], list[tuple[int, int]]]:
+    """The probes computed with S2's own cell methods (``parent``, ``range_min``,
+    ``range_max``): ``({signed id: level}, merged ranges)``."""
+    from deconfliction.stores.postgres import FINE_LEVEL, LEVELS, _signed, cover
+
+    level, cells = cover(volume.footprint, budget)
+    exact: dict[int, int] = {}
+    ranges: list[tuple[int, int]] = []
+    for cell in cells:
+        if level == FINE_LEVEL:
+            exact[_signed(cell.id())] = FINE_LEVEL
+        else:
+            ranges.append((_signed(cell.range_min().id()), _signed(cell.range_max().id())))
+        for lv in LEVELS:
+            if lv < level:
+                exact[_signed(cell.parent(lv).id())] = lv
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo == merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return exact, merged
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lat=st.floats(-90.0, 90.0),
+    lon=st.floats(-180.0, 180.0),
+    radius_m=st.one_of(st.floats(1.0, 50_000.0), st.floats(50_000.0, 4_000_000.0)),
+    budget=st.sampled_from([4, 16, 64]),
+)
+def test_the_probes_are_the_cells_ancestors_and_ranges_s2_gives(
+    lat: float, lon: float, radius_m: float, budget: int
+) -> None:
+    """The store finds each cell's ancestors and descendants with bit arithmetic on its id;
+    they are exactly what S2's own cell methods give: every exact id once, with its level, and
+    the same merged ranges in signed order."""
+    from deconfliction.stores.postgres import query_probes
+
+    volume = circle(lat, lon, radius_m)
+    assert query_probes(volume, budget) == reference_probes(volume, budget)
+
+
+def test_probe_parameters_hold_one_row_per_cell_and_duration_class() -> None:
+    from deconfliction.stores.postgres import _OPS, SPAN_SLACK_S, SPANS, query_probes
+
+    volume = circle(46.0, 7.0, 10_000.0)
+    params, with_ranges = _OPS.probe_params([volume, volume], 64)
+    exact, _ = query_probes(volume, 64)
+    rows = 2 * len(exact) * len(SPANS)
+    assert not with_ranges and set(params) == {
+        "e_cell", "e_level", "e_span", "e_from", "e_to", "e_start", "e_lo", "e_hi"
+    }  # fmt: skip
+    header = 20  # dimensions, flags, element type, length, lower bound
+    for name, width in (("e_cell", 8), ("e_level", 2), ("e_span", 2), ("e_from", 8)):
+        assert len(params[name]) == header + rows * (4 + width), name
+    first_from = np.frombuffer(bytes(params["e_from"])[header:], ">i4, >f8")["f1"][: len(SPANS)]
+    assert first_from.tolist() == [volume.start - limit - SPAN_SLACK_S for limit in SPANS]
 
 
 # The codec (no server needed) ------------------------------------------------------------------
