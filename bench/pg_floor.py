@@ -48,10 +48,9 @@ _LINE = re.compile(
 
 def _statement_kind(sql: str) -> str:
     """A short name for a statement of a filing."""
-    words = sql.split()
-    head = " ".join(words[:2]).upper()
-    if head.startswith(("COMMIT", "BEGIN", "LOCK")):
-        return words[0].upper()
+    first = sql.split(maxsplit=1)[0].upper() if sql.strip() else ""
+    if first in ("COMMIT", "BEGIN", "LOCK"):
+        return first
     if "audit_log" in sql and "INSERT INTO operation_cells" in sql:
         return "write: cells, audit entry"
     if sql.startswith("WITH gone") or "INSERT INTO operations" in sql:
