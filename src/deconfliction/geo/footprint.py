@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -162,7 +165,18 @@ class Polygon:
 
     @classmethod
     def create(cls, vertices: list[tuple[float, float]] | FloatArray) -> Polygon:
-        """Validate ``[(lat, lon), ...]`` and build the polygon, or raise GeometryError."""
+        """Validate ``[(lat, lon), ...]`` and build the polygon, or raise GeometryError.
+
+        A small polygon built lately is handed out again (:data:`_MADE`): a client refused for a
+        missing key sends the same volumes again, and validating a hexagon costs ~0.25 ms.
+        """
+        key = _vertex_key(vertices)
+        if key is None:
+            return cls._build(vertices)
+        return _MADE.get_or_make(key, lambda: cls._build(vertices))
+
+    @classmethod
+    def _build(cls, vertices: list[tuple[float, float]] | FloatArray) -> Polygon:
         arr = np.asarray(vertices, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != 2:
             raise GeometryError(
@@ -275,6 +289,59 @@ class Polygon:
 
 Footprint = Circle | Polygon
 
+
+MEMO_VERTICES: Final = 64
+MEMO_RING_POINTS: Final = 512
+"""Polygons of at most this many vertices, and points once densified, are remembered when built
+(so the memo holds at most ~20 MiB of rings)."""
+
+
+def _vertex_key(vertices: object) -> bytes | None:
+    """The vertices' exact bits (``-0.0`` and ``0.0`` differ), or None where the polygon is not
+    to be remembered: too many vertices, or input that is not a list of number pairs (left to
+    the full validation, which explains what is wrong)."""
+    if not isinstance(vertices, list | tuple) or len(vertices) > MEMO_VERTICES:
+        return None
+    try:
+        flat = [float(c) for pair in vertices for c in pair]
+        if len(flat) != 2 * len(vertices):
+            return None
+        return struct.pack(f"<{len(flat)}d", *flat)
+    except (TypeError, ValueError):
+        return None
+
+
+class _Recent:
+    """The polygons built most recently, by their vertices' bits. A polygon is immutable (what
+    it computes later, its boxes or bytes, is the same whoever asks first), so one object may
+    serve every request that names the same vertices. Failures are not remembered."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._made: OrderedDict[bytes, Polygon] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: bytes, make: Callable[[], Polygon]) -> Polygon:
+        with self._lock:
+            found = self._made.get(key)
+            if found is not None:
+                self._made.move_to_end(key)
+                return found
+        made = make()
+        if len(made.lat) <= MEMO_RING_POINTS:
+            with self._lock:
+                self._made[key] = made
+                if len(self._made) > self.capacity:
+                    self._made.popitem(last=False)
+        return made
+
+    def clear(self) -> None:
+        with self._lock:
+            self._made.clear()
+
+
+_MADE = _Recent(1024)
+
 _POLYGON_HEAD: Final = "<IIi4d"
 
 
@@ -285,11 +352,16 @@ def footprint_from_bytes(blob: bytes) -> Footprint:
     most recently are kept (with what they computed once, such as index boxes): in a busy area
     every search reads the same few again.
     """
-    return _decode(bytes(blob))
+    blob = bytes(blob)
+    return _decode(blob) if len(blob) <= MEMO_BYTES else _decode_anew(blob)
 
 
-@functools.lru_cache(maxsize=8192)
-def _decode(blob: bytes) -> Footprint:
+MEMO_BYTES: Final = 8 * 1024
+"""Stored footprints up to this size (a polygon of about 500 ring points) are remembered when
+read; a larger one is decoded at each read, so that 8,192 huge outlines cannot fill the memory."""
+
+
+def _decode_anew(blob: bytes) -> Footprint:
     if blob[:1] == b"C":
         lat, lon, radius = struct.unpack_from("<3d", blob, 1)
         cap = radius / MIN_RADIUS_OF_CURVATURE_M * (1 + 1e-9) + 1e-12
@@ -303,6 +375,9 @@ def _decode(blob: bytes) -> Footprint:
         center = np.array([cx, cy, cz])
         return Polygon(original, lat, lon, to_unit(lat, lon), center, cap, pole, _bytes=blob)
     raise ValueError("not a stored footprint")
+
+
+_decode = functools.lru_cache(maxsize=8192)(_decode_anew)
 
 
 def _check_ring(plane: shapely.Polygon) -> None:
