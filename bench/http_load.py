@@ -32,6 +32,7 @@ from common import ROOT, Report, fmt_ms, fmt_rate, now, summary_ms
 from deconfliction.formats import format_time
 
 HTTP_WORKERS = 2
+HOT_RUNS = 3
 
 
 def _free_port() -> int:
@@ -235,6 +236,7 @@ def drive(
 ) -> dict[str, Any]:
     counter = iter(range(1 << 40))
     latencies: list[float] = []
+    per_connection = [0] * connections
     stats = {"requests": 0, "retries": 0, "busy": 0, "errors": 0, "conflicts": 0}
     first_error: list[str] = []
     stop_at = 0.0
@@ -261,6 +263,7 @@ def drive(
                 stats["requests"] += 1
                 if status == 201:
                     latencies.append(now() - t)
+                    per_connection[k] += 1
                     stats["conflicts"] += len(orjson.loads(payload)["conflicts"])
                     break
                 if status == 409:
@@ -301,7 +304,33 @@ def drive(
         "errors": stats["errors"],
         "first_error": first_error[0] if first_error else None,
         "look_first": look_first,
+        "per_connection": sorted(per_connection, reverse=True),
     }
+
+
+def _report(
+    report: Report, sec: str, name: str, label: str, res: dict[str, Any], more: str = ""
+) -> None:
+    lat = res["latency"]
+    target = {"spread": "≥ 1,000/s", "hot": "≥ 300/s"}.get(name, "")
+    floor = {"spread": 1_000.0, "hot": 300.0}.get(name)
+    report.add(
+        sec,
+        f"{label}: throughput",
+        fmt_rate(res["rate_per_s"]),
+        target,
+        res["rate_per_s"] >= floor if floor else None,
+        f"{more}{res['connections']} keep-alive connections, {res['requests_per_s']:,.0f} req/s",
+    )
+    per = res["per_connection"]
+    report.add(
+        sec,
+        f"{label}: latency p50 / p95",
+        f"{fmt_ms(lat.get('median_ms', float('nan')))} / {fmt_ms(lat.get('p95_ms', float('nan')))}",
+        note=f"conflicts {res['conflicts_per_filing']:.1f}, retries "
+        f"{res['retries_per_filing']:.2f} per filing; busy {res['busy']}, "
+        f"errors {res['errors']}; filings per connection {min(per):,}–{max(per):,}",
+    )
 
 
 def run_http(path: Path, world: Any, seed: int, args: Any, report: Report) -> None:
@@ -337,21 +366,32 @@ def run_http(path: Path, world: Any, seed: int, args: Any, report: Report) -> No
         spread_bodies(per_run),
         spread_bodies(4_000),
     )
-    # Hot spot: the same shapes and sliding windows as the in-process hot spot, elsewhere in time.
-    hot_shapes = []
-    for k in range(64):
-        lat = S.HOT_LAT + 1.0 + rng.uniform(-0.005, 0.005)
-        lon = S.HOT_LON + 1.0 + rng.uniform(-0.007, 0.007)
-        hot_shapes.append(
-            (lat, lon, S.polygon_vertices(rng, lat, lon, 3_000.0, 6) if k % 2 else None)
-        )
+
+    # Hot spot: the same shapes and sliding windows as the in-process hot spot, elsewhere in time
+    # and in a place of its own for each run (half a degree apart), so no run meets another.
+    def hot_place(run: int) -> list[tuple[float, float, list[tuple[float, float]] | None]]:
+        shapes = []
+        for k in range(64):
+            lat = S.HOT_LAT + 1.0 + 0.5 * run + rng.uniform(-0.005, 0.005)
+            lon = S.HOT_LON + 1.0 + rng.uniform(-0.007, 0.007)
+            shapes.append(
+                (lat, lon, S.polygon_vertices(rng, lat, lon, 3_000.0, 6) if k % 2 else None)
+            )
+        return shapes
+
+    hot_places = [hot_place(run) for run in range(HOT_RUNS)]
     # A different place and days from the in-process hot spot, so the two never meet.
     hot_t0 = lo + 8 * 86_400.0
 
-    def hot(i: int) -> bytes:
-        lat, lon, poly = hot_shapes[i % len(hot_shapes)]
-        start = hot_t0 + i * S.HOT_SLOT_S
-        return volume_json(lat, lon, 3_000.0, 100.0, 250.0, start, start + S.HOT_WINDOW_S, poly)
+    def hot(run: int) -> Callable[[int], bytes]:
+        shapes = hot_places[run]
+
+        def volume(i: int) -> bytes:
+            lat, lon, poly = shapes[i % len(shapes)]
+            start = hot_t0 + i * S.HOT_SLOT_S
+            return volume_json(lat, lon, 3_000.0, 100.0, 250.0, start, start + S.HOT_WINDOW_S, poly)
+
+        return volume
 
     out: dict[str, Any] = {"workers": HTTP_WORKERS}
     with Server(path, HTTP_WORKERS) as server:
@@ -369,28 +409,34 @@ def run_http(path: Path, world: Any, seed: int, args: Any, report: Report) -> No
         runs = (
             ("spread", "spread out", 32, lambda i: spread_a[i % per_run], False),
             ("spread_look", "spread out, look first", 32, lambda i: spread_b[i % per_run], True),
-            ("hot", "hot spot, look first", args.threads, hot, True),
         )
         for name, label, conns, make, look in runs:
             res = drive(server.port, tokens, conns, args.duration, make, look, S.FILING_PRIORITY)
             out[name] = res
-            lat = res["latency"]
-            target = {"spread": "≥ 1,000/s", "hot": "≥ 300/s"}.get(name, "")
-            floor = {"spread": 1_000.0, "hot": 300.0}.get(name)
-            report.add(
-                sec,
-                f"{label}: throughput",
-                fmt_rate(res["rate_per_s"]),
-                target,
-                res["rate_per_s"] >= floor if floor else None,
-                f"{conns} keep-alive connections, {res['requests_per_s']:,.0f} req/s",
+            _report(report, sec, name, label, res)
+        # The hot spot's rate depends on how the workers happened to accept the connections (see
+        # docs/benchmarks.md), so it runs HOT_RUNS times on fresh connections: the median counts.
+        hot_runs = [
+            drive(
+                server.port,
+                tokens,
+                args.threads,
+                args.duration,
+                hot(run),
+                True,
+                S.FILING_PRIORITY,
             )
-            report.add(
-                sec,
-                f"{label}: latency p50 / p95",
-                f"{fmt_ms(lat.get('median_ms', float('nan')))} / {fmt_ms(lat.get('p95_ms', float('nan')))}",
-                note=f"conflicts {res['conflicts_per_filing']:.1f}, retries "
-                f"{res['retries_per_filing']:.2f} per filing; busy {res['busy']}, "
-                f"errors {res['errors']}",
-            )
+            for run in range(HOT_RUNS)
+        ]
+        rates = [r["rate_per_s"] for r in hot_runs]
+        middle = sorted(hot_runs, key=lambda r: r["rate_per_s"])[len(hot_runs) // 2]
+        out["hot"] = {**middle, "runs": hot_runs, "rates_per_s": rates}
+        _report(
+            report,
+            sec,
+            "hot",
+            f"hot spot, look first (median of {HOT_RUNS})",
+            middle,
+            f"runs {', '.join(f'{r:,.0f}' for r in rates)}/s; ",
+        )
     report.data["http"] = out
