@@ -13,7 +13,14 @@ from deconfliction.geo import footprint as fp
 
 from .geo_shapes import REGIONS, SCALES, point, size, star_vertices
 
-HEXAGON = [(48.0, 11.0), (48.02, 11.03), (48.04, 11.03), (48.06, 11.0), (48.04, 10.97), (48.02, 10.97)]
+HEXAGON = [
+    (48.0, 11.0),
+    (48.02, 11.03),
+    (48.04, 11.03),
+    (48.06, 11.0),
+    (48.04, 10.97),
+    (48.02, 10.97),
+]
 
 
 @pytest.fixture(autouse=True)

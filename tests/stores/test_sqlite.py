@@ -207,6 +207,47 @@ def test_a_group_commit_takes_writes_into_areas_apart_and_defers_the_rest(tmp_pa
         store.close()
 
 
+def test_a_batch_of_one_commits_or_rolls_back_alone_and_retries_a_busy_database(
+    tmp_path: Path,
+) -> None:
+    """The writer thread runs a batch of one write without a savepoint: its result, or its
+    error with nothing left behind; a database found busy is tried again."""
+    from deconfliction.core.model import Party
+    from deconfliction.stores.sqlite import _Job
+
+    store = SqliteStore(tmp_path / "one.db", synchronous="OFF")
+    try:
+        kept = _Job(lambda tx: tx.add_party(Party("kept", "kept", 0.0)) or "done")
+        store._run_batch([kept])
+        assert (kept.result, kept.error) == ("done", None)
+
+        def refused_after_writing(tx) -> None:
+            tx.add_party(Party("refused", "refused", 0.0))
+            raise ValueError("refused")
+
+        refused = _Job(refused_after_writing)
+        store._run_batch([refused])
+        assert refused.result is None and isinstance(refused.error, ValueError)
+
+        tries = []
+
+        def busy_once(tx) -> str:
+            tries.append(1)
+            tx.add_party(Party(f"try-{len(tries)}", "retried", 0.0))
+            if len(tries) == 1:
+                raise sqlite3.OperationalError("database is locked")
+            return "second try"
+
+        retried = _Job(busy_once)
+        store._run_batch([retried])
+        assert (retried.result, retried.error, len(tries)) == ("second try", None, 2)
+
+        names = {p.id for p in store.transact(lambda tx: tx.list_parties(), write=False)}
+        assert names == {"kept", "try-2"}
+    finally:
+        store.close()
+
+
 def test_a_write_that_finds_nobody_waiting_commits_in_its_own_thread(tmp_path: Path) -> None:
     import threading
 

@@ -400,6 +400,15 @@ class _Spatial:
         return found
 
 
+_CANDIDATE_VERSIONS = (
+    "SELECT o.id, o.version FROM operation_index AS i JOIN operations AS o "
+    "ON o.rowid = i.op_rowid WHERE i.lon1 >= ? AND i.lon0 <= ? AND i.lat1 >= ? AND i.lat0 <= ? "
+    "AND i.alt1 >= ? AND i.alt0 <= ? AND i.t1 >= ? AND i.t0 <= ? "
+    "AND o.owner != ? AND o.state != 'Ended'"
+)
+"""The live operations whose index boxes meet one box, but those of one owner."""
+
+
 class SqliteTx(SharedTx):
     """A transaction on one connection; see :class:`deconfliction.stores.base.Tx`."""
 
@@ -514,16 +523,14 @@ class SqliteTx(SharedTx):
     def candidate_versions(
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
     ) -> frozenset[tuple[str, str]]:
-        rowids = self._ops.candidates(self.db, volumes)
-        if not rowids:
-            return frozenset()
-        marks = ",".join("?" * len(rowids))
-        rows = self.db.execute(
-            f"SELECT id, version FROM operations WHERE rowid IN ({marks}) AND owner != ? "
-            "AND state != 'Ended'",
-            (*rowids, exclude_owner or ""),
-        )
-        return frozenset((r[0], r[1]) for r in rows)
+        # The index joined to the rows: one SQLite call per box instead of two. (Each call lets
+        # go of the GIL and waits to get it back; in a hot spot a refused write's turn took
+        # 0.8 ms of wall time for 0.25 ms of CPU.)
+        owner = exclude_owner or ""
+        found: set[tuple[str, str]] = set()
+        for box in self._ops.boxes(volumes):
+            found.update(self.db.execute(_CANDIDATE_VERSIONS, (*box, owner)))
+        return frozenset(found)
 
     def list_operations(
         self, owner: str, *, include_ended: bool = False, limit: int = 1000
@@ -921,6 +928,15 @@ class SqliteStore:
         return batch, deferred
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        if len(batch) == 1:
+            # Alone in its transaction, a write needs no savepoint: a refusal rolls it all back.
+            # Three SQLite calls fewer (see SqliteTx.candidate_versions on why calls count).
+            job = batch[0]
+            try:
+                job.result = self._transact(job.fn, write=True)
+            except Exception as exc:
+                job.error = exc
+            return
         db = self._connection()
         for attempt in range(self.max_attempts):
             try:
