@@ -101,17 +101,23 @@ def test_the_index_finds_every_conflict_brute_force_finds(
     store = store_factory()  # a fresh, empty store for every example
     store.transact(lambda tx: [tx.put_operation(op) for op in ops])
 
-    def both(tx) -> tuple[list[Operation], list[Operation]]:
+    def both(tx) -> tuple[list[Operation], list[Operation], frozenset[tuple[str, str]]]:
         stored = [op for owner in OWNERS for op in tx.list_operations(owner)]
-        return stored, tx.operation_candidates(query, exclude_owner=exclude)
+        return (
+            stored,
+            tx.operation_candidates(query, exclude_owner=exclude),
+            tx.candidate_versions(query, exclude_owner=exclude),
+        )
 
-    stored, candidates = store.transact(both, write=False)
+    stored, candidates, versions = store.transact(both, write=False)
     everything = [op for op in stored if op.live and op.owner != exclude]
 
     expected = conflict_map(rules.find_conflicts(query, everything))
     assert conflict_map(rules.find_conflicts(query, candidates)) == expected
     assert all(op.live and op.owner != exclude for op in candidates)
     assert len({op.id for op in candidates}) == len(candidates), "no operation twice"
+    # A write's look is brought up to date from the versions alone: the same candidates.
+    assert versions == {(op.id, op.version) for op in candidates}
 
 
 def test_the_scenes_do_produce_conflicts() -> None:
