@@ -57,9 +57,24 @@ def test_a_refused_polygon_is_refused_every_time():
 
 
 def test_malformed_vertices_get_the_full_validation_answer():
+    Polygon.create(HEXAGON)  # remembered: the same numbers, grouped otherwise, must not find it
+    numbers = [c for vertex in HEXAGON for c in vertex]
+    as_triples = [tuple(numbers[i : i + 3]) for i in range(0, len(numbers), 3)]
     with pytest.raises(GeometryError) as refused:
-        Polygon.create([(1.0, 2.0, 3.0), (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)])
+        Polygon.create(as_triples)
     assert refused.value.code == "invalid_polygon"
+    ragged = [(numbers[0],), tuple(numbers[1:4]), *[tuple(numbers[i : i + 2]) for i in (4, 6, 8)]]
+    with pytest.raises(ValueError):
+        Polygon.create(ragged)
+    assert fp._vertex_key([("48.0", "11.0")] * 3) is None  # text is for the validation to judge
+    assert fp._vertex_key([{48.0, 11.0}] * 3) is None
+
+
+def test_a_polygon_handed_out_again_cannot_be_changed_in_place():
+    polygon = Polygon.create(HEXAGON)
+    for array in (polygon.lat, polygon.lon, polygon.xyz, polygon.center):
+        with pytest.raises(ValueError):
+            array[0] = 0.0
 
 
 def test_large_polygons_are_not_kept():
