@@ -524,9 +524,9 @@ class SqliteTx(SharedTx):
         self, volumes: Sequence[Volume], *, exclude_owner: str | None = None
     ) -> frozenset[tuple[str, str]]:
         # The index joined to the rows: one SQLite call per box, where the search and the read of
-        # the rows took one per box and one more. (Each call lets
-        # go of the GIL and waits to get it back; in a hot spot a refused write's turn took
-        # 0.8 ms of wall time for 0.25 ms of CPU.)
+        # the rows took one per box and one more. (Each call lets go of the GIL and waits to get
+        # it back; in a hot spot a refused write's turn took 0.8 ms of wall time for 0.25 ms of
+        # CPU.)
         owner = exclude_owner or ""
         found: set[tuple[str, str]] = set()
         for box in self._ops.boxes(volumes):
