@@ -376,8 +376,9 @@ def _decode_anew(blob: bytes) -> Footprint:
         coords = np.frombuffer(blob, dtype=np.float64, count=2 * (n + n_vertices), offset=offset)
         lat, lon = coords[:n], coords[n : 2 * n]
         original = tuple((a, b) for a, b in coords[2 * n :].reshape(n_vertices, 2).tolist())
-        center = np.array([cx, cy, cz])
-        return Polygon(original, lat, lon, to_unit(lat, lon), center, cap, pole, _bytes=blob)
+        center, xyz = np.array([cx, cy, cz]), to_unit(lat, lon)
+        center.flags.writeable = xyz.flags.writeable = False  # shared, as in Polygon._build
+        return Polygon(original, lat, lon, xyz, center, cap, pole, _bytes=blob)
     raise ValueError("not a stored footprint")
 
 
