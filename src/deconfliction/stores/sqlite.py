@@ -679,6 +679,11 @@ class SqliteTx(SharedTx):
 
 WAL_RESTART_FRAMES = 4_096
 """WAL frames (pages: 16 MiB at 4 KiB) past which the checkpointer restarts the WAL."""
+RESTART_WAIT_MS = 10
+"""How long a RESTART, holding the writers' queue, waits for readers of older snapshots."""
+WAL_KEEP_BYTES = 64 << 20
+"""The WAL file is cut back to this size when it restarts (``journal_size_limit``): a burst
+that grew it does not leave it large for good."""
 
 
 class SqliteStore:
@@ -736,6 +741,7 @@ class SqliteStore:
             db.execute(f"PRAGMA mmap_size = {int(self.mmap_bytes)}")
             if self.checkpoint_every_s > 0:
                 db.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's work
+            db.execute(f"PRAGMA journal_size_limit = {WAL_KEEP_BYTES}")
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -838,7 +844,8 @@ class SqliteStore:
         own does it every ``checkpoint_every_s`` after a write, in SQLite's C code, without the
         GIL. PASSIVE never waits for, nor blocks, readers and writers; should the WAL still grow
         past ``WAL_RESTART_FRAMES`` (writes that never leave it fully copied at a writer's
-        start), a RESTART makes the next writer begin it again from the top.
+        start), a RESTART, taken in the writers' queue, makes the next writer begin it again
+        from the top.
         """
         while not self._closing.wait(self.checkpoint_every_s):
             if not self._dirty:
@@ -856,13 +863,23 @@ class SqliteStore:
         db = self._connection()
         _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames >= WAL_RESTART_FRAMES:
-            # Without waiting: a RESTART that waited for a long reader would hold every writer
-            # back meanwhile. Busy now, it does what PASSIVE does, and the next round tries again.
-            db.execute("PRAGMA busy_timeout = 0")
+            # Under sustained writes SQLite's own write lock is nearly always held: a RESTART
+            # that only tried then would fail round after round while the WAL grew, and every
+            # commit appending to a growing file costs a sync of its size too. So the RESTART
+            # takes the writers' queue first (writers of every process wait there meanwhile),
+            # then waits at most RESTART_WAIT_MS for readers of older snapshots. What is left
+            # to copy is what came after the PASSIVE above. Still busy (a long reader), it does
+            # what PASSIVE does, and the next round tries again.
+            fd = self._writer_fd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                db.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+                try:
+                    _, frames, copied = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             finally:
-                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                fcntl.flock(fd, fcntl.LOCK_UN)
         return frames, copied
 
     def _write_loop(self) -> None:
