@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import ROOT, Report, now
+from common import RESULTS, Report, now
 
 
 def _block(directory: Path, commits: int, reuse: bool) -> list[float]:
@@ -55,13 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commits", type=int, default=1_500, help="commits per block")
     parser.add_argument("--rounds", type=int, default=4, help="blocks per mode")
-    parser.add_argument("--json", type=Path, default=ROOT / "bench/results/wal_growth.json")
+    parser.add_argument("--json", type=Path, default=RESULTS / "wal_growth.json")
     args = parser.parse_args(argv)
 
-    results = ROOT / "bench/results"
-    results.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     medians: dict[str, list[float]] = {"growing": [], "reused": []}
-    with tempfile.TemporaryDirectory(dir=results) as tmp:
+    with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         for _ in range(args.rounds):
             for mode in medians:
                 times = _block(Path(tmp), args.commits, reuse=mode == "reused")
