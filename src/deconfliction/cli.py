@@ -63,7 +63,8 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DeconflictionError as exc:
-            err.print(f"[bold red]refused[/] ({exc.code}): {exc.message}")
+            # soft_wrap: a long path or id stays whole on one line, for the terminal to wrap
+            err.print(f"[bold red]refused[/] ({exc.code}): {exc.message}", soft_wrap=True)
             if isinstance(exc, MissingKey):
                 show_conflicts(exc.details["missing"], err)
                 err.print(
@@ -72,7 +73,7 @@ def friendly(fn: F) -> F:
                 )
             raise typer.Exit(1) from None
         except (OSError, ValueError) as exc:
-            err.print(f"[bold red]error[/]: {exc}")
+            err.print(f"[bold red]error[/]: {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return run  # type: ignore[return-value]
