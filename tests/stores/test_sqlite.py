@@ -18,6 +18,7 @@ from deconfliction.core.audit import next_entry
 from deconfliction.core.errors import Unavailable
 from deconfliction.core.model import Operation, OperationState, Subscription
 from deconfliction.geo import Circle, Polygon, Volume
+from deconfliction.geo.volume import boxes_meet
 from deconfliction.stores import sqlite as sqlite_store
 from deconfliction.stores.sqlite import SqliteStore
 
@@ -488,9 +489,7 @@ def _same(a: tuple[Volume, ...], b: tuple[Volume, ...]) -> bool:
 
 
 def _boxes_overlap(store: SqliteStore, a: Volume, b: Volume) -> bool:
-    return any(
-        sqlite_store._boxes_meet(x, y) for x in store._ops.boxes([a]) for y in store._ops.boxes([b])
-    )
+    return any(boxes_meet(x, y) for x in store._ops.boxes([a]) for y in store._ops.boxes([b]))
 
 
 def _schema_3_file(path: Path, op: Operation, sub_volume: Volume) -> float:

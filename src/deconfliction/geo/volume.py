@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from deconfliction.geo.errors import GeometryError
@@ -11,6 +12,11 @@ from deconfliction.geo.intersect import footprints_overlap
 
 IndexBox = tuple[float, float, float, float, float, float, float, float]
 """(lon_min, lon_max, lat_min, lat_max, alt_min, alt_max, t_min, t_max): conservative bounds."""
+
+
+def boxes_meet(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two boxes laid out as :data:`IndexBox` meet (touching counts: they are bounds)."""
+    return all(a[i] <= b[i + 1] and b[i] <= a[i + 1] for i in (0, 2, 4, 6))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -40,6 +40,7 @@ from deconfliction.core.policy import Policy
 from deconfliction.formats import volume_to_json
 from deconfliction.geo import Volume
 from deconfliction.services import audit
+from deconfliction.services.line import Line
 from deconfliction.services.views import found_view, operation_view
 from deconfliction.stores.base import Store, Tx
 
@@ -96,6 +97,8 @@ class Strategic:
     )
     """Per party refused for a stale key: what its write saw (for which volumes), so that its
     retry with the same volumes re-checks only what changed since, like after a look."""
+    line: Line = field(default_factory=Line, repr=False)
+    """Refused parties of one busy area hear of it one at a time (services/line.py)."""
 
     # Parties ---------------------------------------------------------------------------------
     def add_party(self, name: str) -> Party:
@@ -263,7 +266,9 @@ class Strategic:
         *,
         refuse_stale: _Look | None = None,
     ) -> Filed:
-        """Run a filing's write; a party refused for a conflict goes first next time.
+        """Run a filing's write; a party refused for a conflict goes first next time, and one
+        refused for a stale key while another in its area has yet to come back waits in line
+        (services/line.py).
 
         A key already stale on the snapshot of ``refuse_stale`` (a look) is refused before the
         write queues: the answer the write would give, at no cost to the others. Writers
@@ -275,18 +280,41 @@ class Strategic:
         with self._busy_lock:
             self._busy += 1
         try:
-            if refuse_stale is not None:
-                rules.check_key(filing.state, refuse_stale.found, filing.key)
-            result = self.store.transact(
-                fn, priority=self._refused.get(party, 0), touches=filing.volumes
-            )
-        except Conflict:
+            try:
+                if refuse_stale is not None:
+                    rules.check_key(filing.state, refuse_stale.found, filing.key)
+                result = self.store.transact(
+                    fn, priority=self._refused.get(party, 0), touches=filing.volumes
+                )
+            except MissingKey:
+                area = [box for v in filing.volumes for box in v.index_boxes()]
+                if not self.line.wait(party, area):
+                    raise
+                # What it was refused for is out of date after the wait: decided again, ahead
+                # of those who have not waited (the others in line are held meanwhile).
+                try:
+                    result = self.store.transact(
+                        fn, priority=self._refused.get(party, 0) + 1, touches=filing.volumes
+                    )
+                except MissingKey:
+                    self.line.told(party, area)  # it holds the area from this answer on
+                    raise
+        except MissingKey:
             with self._busy_lock:
                 self._refused[party] = self._refused.get(party, 0) + 1
+            raise
+        except Conflict:
+            self.line.back(party)
+            with self._busy_lock:
+                self._refused[party] = self._refused.get(party, 0) + 1
+            raise
+        except BaseException:
+            self.line.back(party)
             raise
         finally:
             with self._busy_lock:
                 self._busy -= 1
+        self.line.back(party)
         with self._busy_lock:
             self._refused.pop(party, None)
             self._learnt.pop(party, None)

@@ -38,6 +38,7 @@ from deconfliction.core.model import (
     TrackReport,
 )
 from deconfliction.geo import Volume
+from deconfliction.geo.volume import boxes_meet
 from deconfliction.stores.codec import (
     decode_volumes,
     encode_stored,
@@ -932,7 +933,7 @@ class SqliteStore:
         deferred: list[_Job] = []
         for job in jobs:
             if len(batch) < self.max_batch and not any(
-                _boxes_meet(a, b) for a in job.boxes for b in taken
+                boxes_meet(a, b) for a in job.boxes for b in taken
             ):
                 batch.append(job)
                 taken.extend(job.boxes)
@@ -1135,10 +1136,6 @@ class _Job:
         self.done = threading.Event()
         self.result: Any = None
         self.error: BaseException | None = None
-
-
-def _boxes_meet(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(a[i] <= b[i + 1] and b[i] <= a[i + 1] for i in (0, 2, 4, 6))
 
 
 def _fail(batch: list[_Job], exc: BaseException) -> None:
