@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deconfliction.core.hotline import HotlinePolicy
 from deconfliction.core.policy import Policy
+from deconfliction.services.line import Line
 
 if TYPE_CHECKING:
     from deconfliction.services.tactical import TacticalSettings
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     sqlite_checkpoint_every_s: float = Field(1.0, ge=0.0, le=60.0)
     """A thread copies committed pages from the WAL into the database file this often (after
     writes), so no writer does it inside its commit; 0 leaves it to SQLite's auto-checkpoint."""
+    line_hold_ms: float = Field(20.0, ge=0.0, le=10_000.0)
+    """How long a party told of a refusal in a busy area holds it for its retry before the next
+    refused party there hears (docs/writes.md, "The line"): a round trip, with room. Raise it
+    for parties far away."""
+    line_max_wait_ms: float = Field(50.0, ge=0.0, le=10_000.0)
+    """The longest a refused party waits in line at a time; 0 answers every refusal at once."""
     allow_equal_priority_conflicts: bool = True
     default_lead_time_minutes: float = 15.0
     """Minimum notice lead time between two parties that agreed nothing else."""
@@ -76,6 +83,9 @@ class Settings(BaseSettings):
         if self.signing_key:
             return Path(self.signing_key)
         return Path("./deconfliction.key.pem") if self.db_is_url else Path(f"{self.db}.key.pem")
+
+    def line(self) -> Line:
+        return Line(hold_s=self.line_hold_ms / 1e3, max_wait_s=self.line_max_wait_ms / 1e3)
 
     def policy(self) -> Policy:
         return Policy(allow_equal_priority_conflicts=self.allow_equal_priority_conflicts)

@@ -66,7 +66,9 @@ class Runtime:
         return cls(
             settings,
             store,
-            Strategic(store, settings.policy(), hotline_policy=hotline_policy),
+            Strategic(
+                store, settings.policy(), hotline_policy=hotline_policy, line=settings.line()
+            ),
             tokens,
             Hotline(store, hotline_policy),
             AuditLog(store, signing_key, time.time),

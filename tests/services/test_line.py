@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from deconfliction.config import Settings
 from deconfliction.core.errors import MissingKey
 from deconfliction.geo.volume import IndexBox
 from deconfliction.services.line import Line
@@ -126,6 +127,19 @@ def test_beyond_max_waiting_a_refusal_is_answered_at_once() -> None:
     line.back("alpha")
     line.back("charlie")
     assert bravo.join() is True
+
+
+def test_with_no_line_every_refusal_is_answered_at_once() -> None:
+    line = Settings(line_hold_ms=20, line_max_wait_ms=0).line()
+    line.wait("alpha", HERE)
+    assert line.wait("bravo", HERE) is False
+
+
+def test_the_line_is_set_by_the_deployment() -> None:
+    line = Settings(line_hold_ms=100, line_max_wait_ms=250).line()
+    assert (line.hold_s, line.max_wait_s) == (0.1, 0.25)
+    with pytest.raises(ValueError, match="line_max_wait_ms"):
+        Settings(line_max_wait_ms=-1)
 
 
 def test_a_write_that_goes_through_holds_nothing() -> None:

@@ -12,8 +12,9 @@ goes. What it was refused for is out of date by then, so its write is decided ag
 hears: either it goes through, or it is refused with everything it missed while it waited.
 
 A party told and refused again (someone filed in between) keeps its place ahead of the line.
-Nobody waits longer than ``max_wait_s`` at a time, and at most ``max_waiting`` wait at once
-(each waits on a thread); beyond that a refusal is answered at once, as without a line.
+Nobody waits longer than ``max_wait_s`` at a time (0: no line at all), and at most
+``max_waiting`` wait at once (each waits on a thread); beyond that a refusal is answered at
+once, as without a line.
 Waiting changes only *when* a refusal is answered, never what is accepted: every answer is a
 decision of the write itself. The line is one process's; other processes keep their own.
 """
@@ -65,6 +66,8 @@ class Line:
         """A write of ``party`` into ``area`` was refused: wait for its turn to hear, then hold
         the area for it until :meth:`back` (or ``hold_s``). True if it waited, so that what it
         was refused for is out of date and the write should be decided again."""
+        if self.max_wait_s <= 0:  # no line: every refusal is answered at once
+            return False
         with self._cond:
             ahead = self._told.pop(party, None) is not None
             now = self._clock()
