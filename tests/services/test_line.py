@@ -129,6 +129,14 @@ def test_beyond_max_waiting_a_refusal_is_answered_at_once() -> None:
     assert bravo.join() is True
 
 
+def test_a_hold_that_ran_out_holds_nothing() -> None:
+    now = [0.0]
+    line = Line(hold_s=0.02, max_wait_s=LONG, clock=lambda: now[0])
+    line.wait("alpha", HERE)
+    now[0] = 1.0  # alpha never came back
+    assert line.wait("bravo", HERE) is False
+
+
 def test_with_no_line_every_refusal_is_answered_at_once() -> None:
     line = Settings(line_hold_ms=20, line_max_wait_ms=0).line()
     line.wait("alpha", HERE)

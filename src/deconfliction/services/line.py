@@ -69,8 +69,12 @@ class Line:
         if self.max_wait_s <= 0:  # no line: every refusal is answered at once
             return False
         with self._cond:
-            ahead = self._told.pop(party, None) is not None
             now = self._clock()
+            # Holds that ran out are forgotten: the scans below stay as short as the line.
+            self._told = {p: held for p, held in self._told.items() if held[1] > now}
+            # Told, back within its hold and refused again (someone got in first): it keeps
+            # its place, ahead of those in line.
+            ahead = self._told.pop(party, None) is not None
             if (
                 self._blocked(party, area, now, ticket=None, ahead=ahead) is None
                 or len(self._waiting) >= self.max_waiting
