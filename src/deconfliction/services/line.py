@@ -7,16 +7,17 @@ area, and those round trips are what a busy service runs out of (docs/writes.md,
 
 So a party refused while another party in the same area has been told of its own refusal, and
 has not come back yet, waits in line instead of hearing now. When the one told comes back (its
-next write is decided, whichever way) or stays away longer than ``hold_s``, the first in line
-goes. What it was refused for is out of date by then, so its write is decided again before it
-hears: either it goes through, or it is refused with everything it missed while it waited.
+next write goes through or fails for another reason; a new refusal renews its hold) or stays
+away longer than ``hold_s``, the first in line goes. What it was refused for is out of date by
+then, so its write is decided again before it hears: either it goes through, or it is refused
+with everything it missed while it waited.
 
-A party told and refused again (someone filed in between) keeps its place ahead of the line.
-Nobody waits longer than ``max_wait_s`` at a time (0: no line at all), and at most
-``max_waiting`` wait at once (each waits on a thread); beyond that a refusal is answered at
-once, as without a line.
-Waiting changes only *when* a refusal is answered, never what is accepted: every answer is a
-decision of the write itself. The line is one process's; other processes keep their own.
+A party told, back within its hold and refused again (someone filed in between) keeps its place
+ahead of the line. Nobody waits longer than ``max_wait_s`` at a time (0: no line at all), and
+at most ``max_waiting`` wait at once (each waits on a thread); beyond that a refusal is
+answered at once (and holds the area like any party told). Waiting changes only *when* a write
+is decided, never by which rules: every answer is a decision of the write itself. The line is
+one process's; other processes keep their own.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Line:
         self._waiting: list[tuple[int, str, Sequence[IndexBox]]] = []
         """(ticket, party, area), oldest first."""
         self._tickets = itertools.count()
+        self._ahead = itertools.count(-1, -1)
 
     @property
     def waiting(self) -> int:
@@ -75,13 +77,17 @@ class Line:
             # Told, back within its hold and refused again (someone got in first): it keeps
             # its place, ahead of those in line.
             ahead = self._told.pop(party, None) is not None
+            if ahead and self._waiting:
+                self._cond.notify_all()  # its hold is over, whatever comes next
             if (
                 self._blocked(party, area, now, ticket=None, ahead=ahead) is None
                 or len(self._waiting) >= self.max_waiting
             ):
                 self._told[party] = (area, now + self.hold_s)
                 return False
-            me = (next(self._tickets), party, area)
+            # A party ahead who must still wait (for another party's hold) goes before
+            # everyone in line: its ticket comes before theirs.
+            me = (next(self._ahead if ahead else self._tickets), party, area)
             self._waiting.append(me)
             give_up = now + self.max_wait_s
             try:
@@ -95,6 +101,8 @@ class Line:
                 return True
             finally:
                 self._waiting.remove(me)
+                if self._waiting:
+                    self._cond.notify_all()  # those behind it look again
 
     def told(self, party: str, area: Sequence[IndexBox]) -> None:
         """``party`` is told of a refusal again (its write decided after a wait): it holds the

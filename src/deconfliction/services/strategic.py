@@ -290,8 +290,8 @@ class Strategic:
                 area = [box for v in filing.volumes for box in v.index_boxes()]
                 if not self.line.wait(party, area):
                     raise
-                # What it was refused for is out of date after the wait: decided again, ahead
-                # of those who have not waited (the others in line are held meanwhile).
+                # What it was refused for is out of date after the wait: decided again, with a
+                # refused party's priority (the others in line are held meanwhile).
                 try:
                     result = self.store.transact(
                         fn, priority=self._refused.get(party, 0) + 1, touches=filing.volumes
