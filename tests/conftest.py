@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,15 @@ from deconfliction.core.hotline import HotlinePolicy
 from deconfliction.services.strategic import Strategic
 from deconfliction.stores.base import Store
 from deconfliction.stores.sqlite import SqliteStore
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` (another thread's progress) until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
 
 T0 = 1_800_000_000.0
 """'Now' for service tests (2027-01-15T08:00:00Z): a fixed instant, so tests never race the clock."""

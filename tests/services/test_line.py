@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -14,6 +13,7 @@ from deconfliction.geo.volume import IndexBox
 from deconfliction.services.line import Line
 from deconfliction.services.strategic import Filing, Strategic
 from deconfliction.stores.base import Store
+from tests.conftest import wait_until
 from tests.services.test_strategic import FAR, NOW, vol
 
 HERE: list[IndexBox] = [(7.0, 7.1, 46.0, 46.1, 0.0, 120.0, 0.0, 3_600.0)]
@@ -44,11 +44,12 @@ class Waiter:
         return self.waited
 
 
-def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + LONG
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never came true"
-        time.sleep(0.001)
+def bravo_waits_for_alpha(line: Line, done: list[str]) -> Waiter:
+    """Alpha is refused and told (it holds HERE); bravo, refused there after it, waits in line."""
+    assert line.wait("alpha", HERE) is False
+    bravo = Waiter(line, "bravo", HERE, done)
+    wait_until(lambda: line.waiting == 1)
+    return bravo
 
 
 def test_a_refusal_is_answered_at_once_when_nobody_else_in_the_area_has_been_told() -> None:
@@ -61,9 +62,7 @@ def test_a_refusal_is_answered_at_once_when_nobody_else_in_the_area_has_been_tol
 def test_a_party_refused_while_another_is_told_waits_until_that_one_is_back() -> None:
     line = Line(hold_s=LONG, max_wait_s=LONG)
     done: list[str] = []
-    assert line.wait("alpha", HERE) is False  # alpha is told, and holds the area
-    bravo = Waiter(line, "bravo", HERE, done)
-    until(lambda: line.waiting == 1)
+    bravo = bravo_waits_for_alpha(line, done)
     time.sleep(0.02)
     assert done == []  # still waiting for alpha
     line.back("alpha")  # alpha's next write is decided
@@ -74,11 +73,9 @@ def test_a_party_refused_while_another_is_told_waits_until_that_one_is_back() ->
 def test_those_in_line_go_in_the_order_they_were_refused() -> None:
     line = Line(hold_s=LONG, max_wait_s=LONG)
     done: list[str] = []
-    line.wait("alpha", HERE)
-    bravo = Waiter(line, "bravo", HERE, done)
-    until(lambda: line.waiting == 1)
+    bravo = bravo_waits_for_alpha(line, done)
     charlie = Waiter(line, "charlie", HERE, done)
-    until(lambda: line.waiting == 2)
+    wait_until(lambda: line.waiting == 2)
     line.back("alpha")
     assert bravo.join() is True
     time.sleep(0.02)
@@ -91,9 +88,7 @@ def test_those_in_line_go_in_the_order_they_were_refused() -> None:
 def test_a_party_told_and_refused_again_keeps_its_place_ahead_of_the_line() -> None:
     line = Line(hold_s=LONG, max_wait_s=LONG)
     done: list[str] = []
-    line.wait("alpha", HERE)
-    bravo = Waiter(line, "bravo", HERE, done)
-    until(lambda: line.waiting == 1)
+    bravo = bravo_waits_for_alpha(line, done)
     # Someone filed before alpha came back: alpha is refused again, and hears at once.
     assert line.wait("alpha", HERE) is False
     assert done == []
@@ -121,11 +116,9 @@ def test_nobody_waits_longer_than_max_wait() -> None:
 def test_the_second_in_line_waits_for_the_hold_of_the_first_not_longer() -> None:
     line = Line(hold_s=0.3, max_wait_s=LONG)
     done: list[str] = []
-    line.wait("alpha", HERE)
-    bravo = Waiter(line, "bravo", HERE, done)
-    until(lambda: line.waiting == 1)
+    bravo = bravo_waits_for_alpha(line, done)
     charlie = Waiter(line, "charlie", HERE, done)
-    until(lambda: line.waiting == 2)
+    wait_until(lambda: line.waiting == 2)
     t0 = time.monotonic()
     line.back("alpha")
     assert bravo.join() is True  # bravo is told now, and never comes back
@@ -137,9 +130,7 @@ def test_the_second_in_line_waits_for_the_hold_of_the_first_not_longer() -> None
 def test_beyond_max_waiting_a_refusal_is_answered_at_once() -> None:
     line = Line(hold_s=LONG, max_wait_s=LONG, max_waiting=1)
     done: list[str] = []
-    line.wait("alpha", HERE)
-    bravo = Waiter(line, "bravo", HERE, done)
-    until(lambda: line.waiting == 1)
+    bravo = bravo_waits_for_alpha(line, done)
     assert line.wait("charlie", HERE) is False  # the line is full
     line.back("alpha")
     line.back("charlie")
@@ -199,7 +190,7 @@ def test_a_refusal_answered_after_waiting_lists_what_was_filed_meanwhile(
 
     thread = threading.Thread(target=bravo, daemon=True)
     thread.start()
-    until(lambda: svc.line.waiting == 1)  # bravo, refused too, waits for alpha to come back
+    wait_until(lambda: svc.line.waiting == 1)  # bravo, refused too, waits for alpha to come back
     alphas = svc.file_operation(a, Filing([vol()], key=[first.version])).operation
     thread.join(LONG)
     assert not thread.is_alive()
@@ -228,7 +219,7 @@ def test_a_write_that_waited_goes_through_when_what_it_missed_has_ended(
         target=lambda: filed.append(svc.file_operation(b, Filing([vol()]))), daemon=True
     )
     thread.start()
-    until(lambda: svc.line.waiting == 1)
+    wait_until(lambda: svc.line.waiting == 1)
     svc.end_operation(x, first.id, first.version)  # what bravo missed is gone
     svc.file_operation(a, Filing([vol(east_m=FAR)]))  # alpha is back, elsewhere
     thread.join(LONG)
@@ -256,7 +247,7 @@ def test_a_party_whose_next_write_fails_otherwise_holds_the_area_no_more(
 
     thread = threading.Thread(target=bravo, daemon=True)
     thread.start()
-    until(lambda: svc.line.waiting == 1)
+    wait_until(lambda: svc.line.waiting == 1)
     with pytest.raises(VersionMismatch):  # alpha's next write: a stale version
         svc.update_operation(a, mine.id, "stale", Filing([vol(east_m=FAR)]))
     thread.join(LONG)

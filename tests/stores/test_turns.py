@@ -8,13 +8,7 @@ import time
 import pytest
 
 from deconfliction.stores.turns import Turns
-
-
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
+from tests.conftest import wait_until
 
 
 def test_waiting_writers_go_in_priority_order_then_first_come() -> None:

@@ -83,7 +83,7 @@ class Line:
                 self._blocked(party, area, now, ticket=None, ahead=ahead) is None
                 or len(self._waiting) >= self.max_waiting
             ):
-                self._told[party] = (area, now + self.hold_s)
+                self._hold(party, area, now)
                 return False
             # A party ahead who must still wait (for another party's hold) goes before
             # everyone in line: its ticket comes before theirs.
@@ -97,7 +97,7 @@ class Line:
                         break
                     self._cond.wait(min(until, give_up) - now)
                     now = self._clock()
-                self._told[party] = (area, now + self.hold_s)
+                self._hold(party, area, now)
                 return True
             finally:
                 self._waiting.remove(me)
@@ -108,7 +108,10 @@ class Line:
         """``party`` is told of a refusal again (its write decided after a wait): it holds the
         area from now."""
         with self._cond:
-            self._told[party] = (area, self._clock() + self.hold_s)
+            self._hold(party, area, self._clock())
+
+    def _hold(self, party: str, area: Sequence[IndexBox], now: float) -> None:
+        self._told[party] = (area, now + self.hold_s)
 
     def back(self, party: str) -> None:
         """A write of ``party`` has gone through (or failed otherwise): it holds nothing now."""

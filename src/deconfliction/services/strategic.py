@@ -299,12 +299,9 @@ class Strategic:
                 except MissingKey:
                     self.line.told(party, area)  # it holds the area from this answer on
                     raise
-        except MissingKey:
-            with self._busy_lock:
-                self._refused[party] = self._refused.get(party, 0) + 1
-            raise
-        except Conflict:
-            self.line.back(party)
+        except Conflict as exc:
+            if not isinstance(exc, MissingKey):  # refused for a stale key, it holds the area
+                self.line.back(party)
             with self._busy_lock:
                 self._refused[party] = self._refused.get(party, 0) + 1
             raise
